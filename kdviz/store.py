@@ -98,9 +98,12 @@ class RunStore:
     def create(self, config: dict) -> str:
         slug = "-".join(str(config.get(k, "")) for k in ("dataset", "model", "method") if config.get(k))
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{uuid.uuid4().hex[:4]}"
-        write_json(self.path(run_id) / "config.json", config)
+        self.write_config(run_id, config)
         self.set_status(run_id, "running")
         return run_id
+
+    def write_config(self, run_id: str, config: dict) -> None:
+        write_json(self.path(run_id) / "config.json", config)
 
     def set_status(self, run_id: str, status: str, reason: str = "") -> None:
         write_json(self.path(run_id) / "status.json",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data, methods, models
-from .store import RunStore
+from .store import RunError, RunStore
 
 AUGMENT = {"mnist": "shift", "fashion_mnist": "shift", "cifar10": "crop_flip"}
 
@@ -180,20 +180,51 @@ def evaluate(model: models.TapModel, ds: data.Dataset, device) -> dict:
 
 def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dict, float], None] | None = None,
           should_stop: Callable[[], bool] | None = None, run_id: str | None = None) -> Result:
-    """Train one run end to end. Raises ValueError (bad config) before creating a run;
-    once a run exists, any failure is recorded in the store as ``failed`` and re-raised."""
+    """Train one run end to end.
+
+    A bad config raises ValueError. Without ``run_id`` nothing is created until
+    the config has passed every check; with a pre-created ``run_id`` (the job
+    manager's), a setup failure is recorded on that run. Once a run exists, any
+    failure is recorded in the store as ``failed`` and re-raised.
+    """
     validate(cfg)
     store = store or RunStore()
+    try:
+        cfg, setup = _setup(cfg, store)
+    except BaseException as e:
+        if run_id:
+            _record_failure(store, run_id, e)
+        raise
+    if run_id is None:
+        run_id = store.create(cfg.to_dict())
+    else:
+        store.write_config(run_id, cfg.to_dict())
+    try:
+        return _fit(cfg, store, run_id, *setup, on_row, should_stop)
+    except BaseException as e:
+        _record_failure(store, run_id, e)
+        raise
+
+
+def _record_failure(store: RunStore, run_id: str, e: BaseException) -> None:
+    reason = str(e) if isinstance(e, (ValueError, NonFiniteLoss)) else f"{type(e).__name__}: {e}"
+    store.finish(run_id, "failed", reason=(reason.splitlines() or [type(e).__name__])[0])
+
+
+def _setup(cfg: TrainConfig, store: RunStore):
+    """Load data and models and resolve the method's layers (raises ValueError on misfit)."""
     method = methods.get(cfg.method)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-
     ds = data.load(cfg.dataset, cfg.data_root)
     x, y = transfer_set(cfg, ds)
     student = models.build(cfg.model, ds.shape, ds.num_classes).to(device)
     teacher = None
     if method.needs_teacher:
-        teacher, _ = store.load_model(cfg.teacher, device)
+        try:
+            teacher, _ = store.load_model(cfg.teacher, device)
+        except RunError as e:
+            raise ValueError(f"teacher: {e}") from e
         if tuple(teacher.in_shape) != ds.shape:
             raise ValueError(f"teacher: run {cfg.teacher} was trained on {teacher.in_shape} images, "
                              f"not {cfg.dataset} {ds.shape}")
@@ -207,16 +238,7 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
         student.train()
     cfg = _resolve_layers(cfg, student, teacher, s_feats, t_feats)
     extras = method.extras(s_feats, t_feats, cfg).to(device)
-    stages = method.stages(cfg)
-
-    if run_id is None:
-        run_id = store.create(cfg.to_dict())
-    try:
-        return _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, stages, device, on_row, should_stop)
-    except BaseException as e:
-        reason = str(e) if isinstance(e, (ValueError, NonFiniteLoss)) else f"{type(e).__name__}: {e}"
-        store.finish(run_id, "failed", reason=reason.splitlines()[0] if reason else type(e).__name__)
-        raise
+    return cfg, (ds, x, y, student, teacher, extras, method.stages(cfg), device)
 
 
 def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, stages, device, on_row, should_stop) -> Result:
