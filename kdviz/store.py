@@ -195,6 +195,8 @@ class RunStore:
     def load_model(self, run_id: str, device: str | torch.device = "cpu"):
         """Rebuild a run's model (eval mode, float32) and its extras' state dicts."""
         path = self.path(run_id) / "model.pt"
+        if not path.parent.is_dir():
+            raise RunError(f"no run named {run_id!r}")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             model = models.build(payload["arch"], payload["in_shape"], payload["num_classes"])
