@@ -55,7 +55,8 @@ class TrainConfig:
     device: str = "auto"
     data_root: str | None = None
     log_every: int = 20
-    label: str = ""
+    label: str = ""  # free text shown in tables
+    group: str = ""  # runs started together (a comparison, a replay) share a group id
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
