@@ -1,0 +1,114 @@
+"""Training curves of a job (loss components per step, accuracy per epoch) and the runs table.
+
+Input is a job's metric history: the trainer's rows (``kind`` "step" or
+"epoch"), each tagged with the job stage it came from (``job_stage``, e.g.
+"teacher" then "student: KD"). Steps and epochs restart in every job stage,
+so the x axes count them across the whole job, and a dotted line marks where
+a new stage (job stage or trainer stage, e.g. FitNets' hint stage) begins.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import layout, method_color, METHOD_COLORS
+
+TERM_LABELS = {"ce": "CE (hard labels)", "kd": "KD: T²·KL(teacher‖student)", "hint": "hint MSE (FitNets)",
+               "at": "attention transfer", "fsp": "FSP matrices"}
+TERM_COLORS = {"ce": METHOD_COLORS["plain"], "kd": METHOD_COLORS["kd"], "hint": METHOD_COLORS["fitnet"],
+               "at": METHOD_COLORS["at"], "fsp": METHOD_COLORS["fsp"]}
+
+
+def _segments(history, kind: str):
+    """Rows of ``kind`` ("step"/"epoch") grouped by job stage, each with a job-wide x:
+    epochs are counted, steps continue where the previous run of the job ended."""
+    segments, offset, last, n = {}, 0, 0, 0
+    for row in history:
+        if row.get("kind") != kind:
+            continue
+        n += 1
+        if kind == "step":
+            if row["step"] <= last:  # a new run of the job started counting again
+                offset += last
+            last = row["step"]
+        segments.setdefault(row.get("job_stage", ""), []).append((offset + last if kind == "step" else n, row))
+    return segments
+
+
+def _stage_lines(fig: go.Figure, segments) -> None:
+    """A dotted line and a label where each stage after the first begins."""
+    seen, previous = [], None
+    for name, points in segments.items():
+        for x, row in points:
+            stage = (name, row.get("stage"))
+            if previous is not None and stage != previous:
+                seen.append((x, " · ".join(s for s in stage if s)))
+            previous = stage
+    for x, text in seen:
+        fig.add_vline(x=x - 0.5, line_dash="dot", line_color="#999", annotation_text=text,
+                      annotation_position="top left")
+
+
+def _color(job_stage: str, method: str) -> str:
+    return METHOD_COLORS["teacher"] if job_stage == "teacher" else method_color(method)
+
+
+def loss_figure(history, method: str = "plain") -> go.Figure:
+    """Each loss term (unweighted) and the weighted total per logged step, log scale."""
+    fig = go.Figure()
+    segments = _segments(history, "step")
+    many = len(segments) > 1
+    for name, points in segments.items():
+        xs = [x for x, _ in points]
+        terms = [t for t in TERM_LABELS if any(t in row for _, row in points)]
+        for term in terms:
+            fig.add_trace(go.Scatter(x=xs, y=[row.get(term) for _, row in points], mode="lines",
+                                     name=f"{name}: {TERM_LABELS[term]}" if many else TERM_LABELS[term],
+                                     line=dict(color=TERM_COLORS[term], width=1.5,
+                                               dash="dot" if name == "teacher" else "solid")))
+        if len(terms) > 1:
+            fig.add_trace(go.Scatter(x=xs, y=[row["loss"] for _, row in points], mode="lines",
+                                     name=f"{name}: weighted total" if many else "weighted total",
+                                     line=dict(color=_color(name, method), width=3)))
+    _stage_lines(fig, segments)
+    layout(fig, "Loss per step", xaxis_title="training step (whole job)", yaxis_title="loss (log scale)",
+           yaxis_type="log", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def accuracy_figure(history, method: str = "plain") -> go.Figure:
+    """Train and test accuracy after every epoch (train accuracy is measured with
+    dropout and augmentation on, so it can sit below test accuracy)."""
+    fig = go.Figure()
+    segments = _segments(history, "epoch")
+    for name, points in segments.items():
+        xs = [x for x, _ in points]
+        color = _color(name, method)
+        prefix = f"{name}: " if name else ""
+        for key, label, dash in (("test_acc", "test", "solid"), ("train_acc", "train", "dash")):
+            fig.add_trace(go.Scatter(x=xs, y=[100 * row[key] for _, row in points], mode="lines+markers",
+                                     name=f"{prefix}{label} accuracy", line=dict(color=color, dash=dash)))
+    _stage_lines(fig, segments)
+    layout(fig, "Accuracy per epoch", xaxis_title="epoch (whole job)", yaxis_title="accuracy (%)",
+           yaxis_range=[0, 100], xaxis_dtick=1, legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def runs_table(runs) -> pd.DataFrame:
+    """One row per stored run (``RunInfo``), newest first, for the Training lab's table."""
+    models = {r.id: r.config.get("model", "?") for r in runs}
+    rows = []
+    for r in runs:
+        c, s = r.config, r.summary
+        soft = c.get("method", "plain") not in ("plain", "at", "fsp")
+        acc = s.get("test_acc")
+        rows.append({
+            "run": r.id, "status": r.status, "dataset": c.get("dataset"), "student / model": c.get("model"),
+            "teacher": models.get(c.get("teacher"), c.get("teacher")) if c.get("teacher") else None,
+            "method": c.get("method"), "T": c.get("T") if soft else None, "alpha": c.get("alpha") if soft else None,
+            "epochs": c.get("epochs"), "train images": s.get("train_images"),
+            "test acc (%)": None if acc is None else round(100 * acc, 2), "test errors": s.get("test_errors"),
+            "duration (s)": None if s.get("train_time_s") is None else round(s["train_time_s"], 1),
+            "note": r.error or r.reason,
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,239 @@
+import json
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+import pandas as pd
+import pytest
+
+from kdviz import jobs
+from kdviz.jobs import JobManager
+from kdviz.store import RunInfo, write_json
+from kdviz.train import TrainConfig
+from kdviz.viz import training as viz
+
+from .conftest import needs_data
+
+pytestmark = needs_data
+
+
+def tiny(**kw) -> TrainConfig:
+    """8 logged steps of a 30-unit MLP: a job that takes about a second."""
+    return TrainConfig(**{**dict(model="mlp30", train_subset=256, batch_size=32, epochs=1, log_every=1), **kw})
+
+
+def own_rows(view):
+    return [{k: v for k, v in row.items() if k != "job_stage"} for row in view.history]
+
+
+def test_jobs_from_many_threads_all_finish_with_complete_metrics(store):
+    mgr = JobManager(store, max_concurrent=2)
+    ids, seen_running, stop_reading = [], [], threading.Event()
+    go = threading.Barrier(5)
+
+    def submit(seed):
+        go.wait()
+        ids.append(mgr.submit(tiny(seed=seed), label=f"job {seed}"))
+
+    def read():
+        while not stop_reading.is_set():
+            views = mgr.list()
+            seen_running.append(sum(v.status == "running" for v in views))
+            for v in views:
+                assert len(v.history) == len({(r["kind"], r["step"]) for r in v.history})  # no duplicate row
+            time.sleep(0.002)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    views = [mgr.wait(i, timeout=120) for i in ids]
+    stop_reading.set()
+    reader.join()
+
+    assert len(mgr.list()) == 5 and {v.id for v in mgr.list()} == set(ids)
+    assert max(seen_running) == 2  # two at a time, the rest queued
+    for v in views:
+        assert v.status == "done", v.reason
+        assert v.progress == 1.0 and len(v.run_ids) == 1
+        steps = [r["step"] for r in v.history if r["kind"] == "step"]
+        assert steps == list(range(1, 9))  # 256 images / 32 per batch, every step logged once
+        assert own_rows(v) == store.metrics(v.run_ids[0])  # the job's history is the run's file
+        assert v.result["run_id"] == v.run_ids[0] and store.get(v.run_ids[0]).status == "done"
+
+
+def test_queue_is_fifo_and_shows_positions(store):
+    mgr = JobManager(store)  # default: one at a time
+    gate = threading.Event()
+    first = mgr.submit_task(lambda ctx: gate.wait(30) and None, "blocker")
+    time.sleep(0.2)
+    second = mgr.submit_task(lambda ctx: {"order": 2}, "second")
+    third = mgr.submit_task(lambda ctx: {"order": 3}, "third")
+    assert mgr.get(first).status == "running"
+    assert (mgr.get(second).queue_position, mgr.get(third).queue_position) == (1, 2)
+    assert mgr.cancel(second)  # a queued job ends at once and never starts
+    assert mgr.get(second).status == "cancelled" and mgr.get(third).queue_position == 1
+    gate.set()
+    assert mgr.wait(third, 10).result == {"order": 3}
+    assert mgr.get(second).started is None and mgr.get(second).result is None
+    assert [v.label for v in mgr.list()] == ["third", "second", "blocker"]  # newest first
+
+
+def test_cancel_mid_run_stops_within_one_step(store):
+    mgr = JobManager(store)
+    job = mgr.submit(tiny(train_subset=20000, epochs=3))
+    deadline = time.time() + 60
+    while sum(r["kind"] == "step" for r in mgr.get(job).history) < 3:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert mgr.cancel(job)
+    steps_when_cancelled = max(r["step"] for r in mgr.get(job).history)
+    view = mgr.wait(job, 60)
+    assert view.status == "cancelled" and view.reason == "cancelled by the user"
+    assert max(r["step"] for r in view.history) <= steps_when_cancelled + 1  # at most the step under way
+    run = store.get(view.run_ids[0])
+    assert run.status == "cancelled" and (run.path / "model.pt").exists()  # the partial run is kept
+    assert json.loads((run.path / "status.json").read_text())["status"] == "cancelled"
+    assert not mgr.cancel(job)  # already ended
+
+
+def test_failing_task_is_failed_with_reason_and_traceback(store):
+    mgr = JobManager(store)
+
+    def broken(ctx):
+        ctx.set_stage("teacher", 0, 2)
+        ctx.new_run({"dataset": "mnist", "model": "mlp30"})
+        raise RuntimeError("disk on fire\nsecond line")
+
+    view = mgr.wait(mgr.submit_task(broken, "broken"), 10)
+    assert view.status == "failed" and view.reason == "RuntimeError: disk on fire"
+    assert "in broken" in view.traceback and "disk on fire" in view.traceback
+    left = store.get(view.run_ids[0])  # the run it opened is not left "running" forever
+    assert left.status == "failed" and left.reason == "RuntimeError: disk on fire"
+    assert mgr.wait(mgr.submit_task(lambda ctx: {"ok": 1}, "next"), 10).result == {"ok": 1}  # manager lives on
+
+
+def test_nan_loss_fails_the_job_with_a_clear_reason(store):
+    mgr = JobManager(store)
+    view = mgr.wait(mgr.submit(tiny(lr=1e30)), 60)
+    assert view.status == "failed"
+    assert view.reason.startswith("loss became nan at step 2") and "lower the learning rate" in view.reason
+    assert "NonFiniteLoss" in view.traceback
+    assert store.get(view.run_ids[0]).status == "failed"
+
+
+def test_submit_validates_before_queueing(store):
+    mgr = JobManager(store)
+    with pytest.raises(ValueError, match="T:"):
+        mgr.submit(tiny(T=0))
+    with pytest.raises(ValueError, match="alpha:"):
+        mgr.submit(tiny(method="kd", teacher="x", alpha=1.5))
+    with pytest.raises(ValueError, match="teacher: no run named 'missing'"):
+        mgr.submit(tiny(method="kd", teacher="missing"))
+    with pytest.raises(ValueError, match="T:"):
+        jobs.teacher_then_student(tiny(), tiny(method="kd", T=-1))
+    assert mgr.list() == [] and store.list() == []
+
+
+def test_finished_job_releases_its_model(store):
+    mgr = JobManager(store)
+    model_ref = []
+
+    def make_task():
+        kept = {}  # a task whose closure keeps what it trained (as replay tasks do between stages)
+
+        def task(ctx):
+            kept["model"] = ctx.train(tiny()).model
+            model_ref.append(weakref.ref(kept["model"]))
+        return task
+
+    assert mgr.wait(mgr.submit_task(make_task(), "release"), 60).status == "done"
+    assert model_ref[0]() is None  # the job dropped its task, so its model (GPU memory) is freed
+
+
+def test_teacher_then_student_runs_two_linked_stages(store):
+    mgr = JobManager(store)
+    task = jobs.teacher_then_student(tiny(), tiny(method="kd", T=3.0))
+    view = mgr.wait(mgr.submit_task(task, "pipeline", group="g1"), 120)
+    assert view.status == "done", view.traceback
+    teacher, student = view.run_ids
+    assert store.get(student).config["teacher"] == teacher and store.get(student).config["T"] == 3.0
+    assert {store.get(r).config["group"] for r in view.run_ids} == {"g1"}
+    assert [r["job_stage"] for r in view.history][0] == "teacher"
+    assert view.history[-1]["job_stage"] == "student: KD (soft targets)"
+    assert view.result["teacher"]["run_id"] == teacher and view.result["student"]["run_id"] == student
+
+
+def test_progress_and_eta_follow_the_stages(store):
+    mgr = JobManager(store)
+    seen = {}
+    gate = threading.Event()
+
+    def task(ctx):
+        ctx.set_stage("student", 1, 4)
+        ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.5)
+        seen["progress"] = mgr.get(job).progress
+        gate.wait(5)
+
+    job = mgr.submit_task(task, "staged")
+    time.sleep(0.3)
+    view = mgr.get(job)
+    gate.set()
+    assert seen["progress"] == pytest.approx((1 + 0.5) / 4)
+    assert view.stage == "student" and view.eta_s is not None and view.eta_s >= 0
+    assert mgr.wait(job, 5).progress == 1.0 and mgr.get(job).eta_s is None
+
+
+def test_runs_of_a_dead_process_are_shown_as_interrupted(store):
+    run_id = store.create({"dataset": "mnist", "model": "mlp30"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json(store.path(run_id) / "status.json", {"status": "running", "pid": dead.pid, "time": time.time()})
+    JobManager(store)  # a restarted app
+    assert store.get(run_id).status == "interrupted"
+    assert json.loads((store.path(run_id) / "status.json").read_text())["status"] == "interrupted"  # written down
+
+
+# ---------------------------------------------------------------- figures and table of kdviz.viz.training
+
+def test_curves_continue_across_job_stages():
+    history = [
+        {"kind": "step", "stage": "train", "step": 10, "loss": 2.0, "ce": 2.0, "job_stage": "teacher"},
+        {"kind": "step", "stage": "train", "step": 20, "loss": 1.0, "ce": 1.0, "job_stage": "teacher"},
+        {"kind": "epoch", "stage": "train", "epoch": 1, "step": 20, "train_acc": 0.5, "test_acc": 0.6,
+         "job_stage": "teacher"},
+        {"kind": "step", "stage": "KD", "step": 10, "loss": 0.5, "ce": 0.4, "kd": 0.6, "job_stage": "student: KD"},
+        {"kind": "epoch", "stage": "KD", "epoch": 1, "step": 10, "train_acc": 0.7, "test_acc": 0.8,
+         "job_stage": "student: KD"},
+    ]
+    fig = viz.loss_figure(history, "kd")
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["teacher: CE (hard labels)"].x) == [10, 20]
+    assert list(by_name["student: KD: KD: T²·KL(teacher‖student)"].x) == [30]  # steps continue after the teacher
+    assert list(by_name["student: KD: weighted total"].y) == [0.5]
+    assert "teacher: weighted total" not in by_name  # one term: its total is the term itself
+    assert [s.x0 for s in fig.layout.shapes] == [29.5]  # stage line between the two runs
+    acc = viz.accuracy_figure(history, "kd")
+    test = {t.name: (list(t.x), list(t.y)) for t in acc.data}
+    assert test["teacher: test accuracy"] == ([1], [60.0]) and test["student: KD: test accuracy"] == ([2], [80.0])
+
+
+def test_runs_table_shows_damaged_runs_and_key_hyperparameters(tmp_path):
+    runs = [
+        RunInfo("t", tmp_path, {"dataset": "mnist", "model": "mlp1200", "method": "plain", "T": 4.0}, "done",
+                {"test_acc": 0.9812, "test_errors": 188, "train_time_s": 12.345}),
+        RunInfo("s", tmp_path, {"dataset": "mnist", "model": "mlp30", "method": "kd", "teacher": "t", "T": 3.0,
+                                "alpha": 0.5}, "failed", reason="loss became nan"),
+        RunInfo("bad", tmp_path, status="damaged", error="config.json is damaged"),
+    ]
+    table = viz.runs_table(runs).set_index("run")
+    assert table.loc["t", "test acc (%)"] == 98.12 and table.loc["t", "duration (s)"] == 12.3
+    assert pd.isna(table.loc["t", "T"])  # a plain run has no temperature
+    assert (table.loc["s", "teacher"], table.loc["s", "T"], table.loc["s", "alpha"]) == ("mlp1200", 3.0, 0.5)
+    assert table.loc["s", "note"] == "loss became nan"
+    assert table.loc["bad", "status"] == "damaged" and table.loc["bad", "note"] == "config.json is damaged"
