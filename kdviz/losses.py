@@ -88,3 +88,58 @@ def fsp_loss(student_feats, teacher_feats) -> torch.Tensor:
         gt = fsp_matrix(teacher_feats[i], teacher_feats[i + 1])
         total = total + (gs - gt).pow(2).mean()
     return total
+
+
+def pairwise_distances(e: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between the rows of ``e`` (B, D), zero on the diagonal, safe to differentiate."""
+    sq = e.pow(2).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2 * e @ e.t()).clamp_min(1e-12).sqrt()
+    return d * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
+
+
+def rkd_distance_matrix(e: torch.Tensor) -> torch.Tensor:
+    """Park et al. 2019, eq. 4: pairwise distances divided by their mean over distinct pairs."""
+    d = pairwise_distances(e.flatten(1))
+    return d / d[d > 0].mean()
+
+
+def rkd_angle_matrix(e: torch.Tensor) -> torch.Tensor:
+    """Park et al. 2019, eq. 6: cos of the angle at j for every triplet (i, j, k), shape (B, B, B)."""
+    e = e.flatten(1)
+    diff = F.normalize(e[None, :, :] - e[:, None, :], p=2, dim=2)  # diff[j, i] = unit vector from j to i
+    return diff @ diff.transpose(1, 2)
+
+
+def rkd_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, w_dist: float = 25.0,
+             w_angle: float = 50.0) -> torch.Tensor:
+    """Relational KD (Park et al. 2019): Huber loss between the student's and the
+    teacher's normalised distance matrices and angle tensors of a batch.
+    Embedding widths may differ: only relations are compared."""
+    with torch.no_grad():
+        t_dist, t_angle = rkd_distance_matrix(teacher_emb), rkd_angle_matrix(teacher_emb)
+    loss_d = F.smooth_l1_loss(rkd_distance_matrix(student_emb), t_dist)
+    loss_a = F.smooth_l1_loss(rkd_angle_matrix(student_emb), t_angle)
+    return w_dist * loss_d + w_angle * loss_a
+
+
+def mutual_loss(logits: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """Deep mutual learning (Zhang et al. 2018): each student's CE plus the mean
+    KL(p_peer ‖ p_self) to its peers, peers treated as constants. Summed over the
+    cohort, the gradient for each student is exactly its own loss's gradient."""
+    total = 0.0
+    for k, z in enumerate(logits):
+        total = total + F.cross_entropy(z, y)
+        peers = [p for j, p in enumerate(logits) if j != k]
+        for p in peers:
+            total = total + kd_loss(z, p.detach(), 1.0) / len(peers)
+    return total
+
+
+def ensemble_logits(teacher_logits: list[torch.Tensor], T: float, weights=None) -> torch.Tensor:
+    """Average the teachers' softened probabilities (Hinton 2015 §1) and return logits
+    that give exactly that average at temperature T: T · log Σ_k w_k softmax(z_k / T)."""
+    w = torch.as_tensor(weights if weights is not None else [1.0] * len(teacher_logits),
+                        dtype=teacher_logits[0].dtype, device=teacher_logits[0].device)
+    w = w / w.sum()
+    probs = sum(wk * softmax_t(z, T) for wk, z in zip(w, teacher_logits))
+    return T * probs.clamp_min(1e-12).log()

@@ -2,19 +2,22 @@
 
 A method is a list of stages; each stage is a weighted sum of loss *terms*
 (``TERMS``). Two-stage methods (FitNets, FSP) first fit intermediate features,
-then train on labels or soft targets. Combinations such as KD+AT are just
-stages with more terms.
+then train on labels or soft targets; combinations such as KD+AT are stages with
+more terms. Beyond the loss, a method may say how its student and teacher are
+built (a cohort for mutual learning, an ensemble of teachers) and which runs it
+needs (born-again networks train generation after generation).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import losses
+from . import losses, models
 
 
 @dataclass
@@ -28,16 +31,26 @@ class Step:
     extras: nn.ModuleDict | None = None
 
 
-# term name -> (function of (Step, cfg), whether it needs intermediate features)
-TERMS: dict[str, tuple[Callable, bool]] = {
-    "ce": (lambda st, cfg: F.cross_entropy(st.s_logits, st.y), False),
-    "kd": (lambda st, cfg: losses.kd_loss(st.s_logits, st.t_logits, cfg.T), False),
-    "hint": (lambda st, cfg: losses.hint_loss(st.s_feats[cfg.guided_layer], st.t_feats[cfg.hint_layer],
-                                              st.extras["regressor"]), True),
-    "at": (lambda st, cfg: losses.at_loss([st.s_feats[n] for n in cfg.at_layers],
-                                          [st.t_feats[n] for n in cfg.at_layers]), True),
-    "fsp": (lambda st, cfg: losses.fsp_loss([st.s_feats[n] for n in cfg.fsp_layers],
-                                            [st.t_feats[n] for n in cfg.fsp_layers]), True),
+@dataclass(frozen=True)
+class Term:
+    fn: Callable[[Step, object], torch.Tensor]
+    features: bool = False  # needs intermediate features (student, and teacher if any)
+    teacher: bool = True  # needs the teacher's output
+
+
+TERMS: dict[str, Term] = {
+    "ce": Term(lambda st, cfg: F.cross_entropy(st.s_logits, st.y), teacher=False),
+    "kd": Term(lambda st, cfg: losses.kd_loss(st.s_logits, st.t_logits, cfg.T)),
+    "hint": Term(lambda st, cfg: losses.hint_loss(st.s_feats[cfg.guided_layer], st.t_feats[cfg.hint_layer],
+                                                  st.extras["regressor"]), features=True),
+    "at": Term(lambda st, cfg: losses.at_loss([st.s_feats[n] for n in cfg.at_layers],
+                                              [st.t_feats[n] for n in cfg.at_layers]), features=True),
+    "fsp": Term(lambda st, cfg: losses.fsp_loss([st.s_feats[n] for n in cfg.fsp_layers],
+                                                [st.t_feats[n] for n in cfg.fsp_layers]), features=True),
+    "rkd": Term(lambda st, cfg: losses.rkd_loss(st.s_feats[cfg.embedding_layer], st.t_feats[cfg.teacher_embedding_layer],
+                                                cfg.rkd_distance, cfg.rkd_angle), features=True),
+    "dml": Term(lambda st, cfg: losses.mutual_loss([z for n, z in st.s_feats.items() if n.startswith("member")], st.y),
+                features=True, teacher=False),
 }
 
 
@@ -49,11 +62,11 @@ class Stage:
 
     @property
     def needs_features(self) -> bool:
-        return any(TERMS[t][1] for t in self.weights)
+        return any(TERMS[t].features for t in self.weights)
 
     @property
     def needs_teacher(self) -> bool:
-        return any(t != "ce" for t in self.weights)
+        return any(TERMS[t].teacher for t in self.weights)
 
 
 class Method:
@@ -61,18 +74,40 @@ class Method:
     name = "plain"
     label = "Plain student (labels only)"
     paper = ""
+    about = "Cross-entropy on the true labels only: the baseline every method is measured against."
     needs_teacher = False
 
     def stages(self, cfg) -> list[Stage]:
         return [Stage("train", cfg.epochs, {"ce": 1.0})]
 
-    def layers(self, cfg) -> dict[str, list[str]]:
-        """Config field -> feature names this method reads (validated against both models)."""
+    def layers(self, cfg) -> dict[str, tuple[list[str], str]]:
+        """Config field -> (feature names it reads, "student" | "teacher" | "both")."""
         return {}
 
     def extras(self, s_feats: dict, t_feats: dict, cfg) -> nn.ModuleDict:
         """Extra modules trained with the student (e.g. the FitNets regressor)."""
         return nn.ModuleDict()
+
+    def build_student(self, cfg, shape, num_classes) -> models.TapModel:
+        return models.build(cfg.model, shape, num_classes)
+
+    def build_teacher(self, cfg, load: Callable[[str], models.TapModel]) -> models.TapModel | None:
+        return load(cfg.teacher) if self.needs_teacher else None
+
+    def checkpoint(self, student: models.TapModel, extras: nn.ModuleDict):
+        """What is saved as the run's model and extras."""
+        return student, extras
+
+    def summary(self, student: models.TapModel, evaluate: Callable) -> dict:
+        """Method-specific final metrics (``evaluate(model) -> dict``)."""
+        return {}
+
+    def runs(self, cfg) -> Iterator:
+        """The runs this method needs, as configs; each is sent back its Result."""
+        yield cfg
+
+    def run_count(self, cfg) -> int:
+        return 1
 
 
 METHODS: dict[str, Method] = {}
@@ -97,6 +132,8 @@ class KD(Method):
     name = "kd"
     label = "KD (soft targets)"
     paper = "Hinton, Vinyals & Dean 2015"
+    about = ("The student matches the teacher's probabilities softened at temperature T, plus the true "
+             "labels at weight 1 − alpha. The soft targets carry how similar the classes look to the teacher.")
     needs_teacher = True
 
     def stages(self, cfg):
@@ -108,6 +145,8 @@ class FitNets(Method):
     name = "fitnet"
     label = "FitNets (hint, then KD)"
     paper = "Romero et al. 2015"
+    about = ("Stage 1 trains the student's guided layer, through a small regressor, to reproduce the "
+             "teacher's hint layer; stage 2 is ordinary KD from that starting point.")
     needs_teacher = True
 
     def stages(self, cfg):
@@ -115,7 +154,7 @@ class FitNets(Method):
                 Stage("KD", cfg.epochs, {"ce": 1 - cfg.alpha, "kd": cfg.alpha})]
 
     def layers(self, cfg):
-        return {"guided_layer": [cfg.guided_layer], "hint_layer": [cfg.hint_layer]}
+        return {"guided_layer": ([cfg.guided_layer], "student"), "hint_layer": ([cfg.hint_layer], "teacher")}
 
     def extras(self, s_feats, t_feats, cfg):
         return nn.ModuleDict({"regressor": losses.make_regressor(s_feats[cfg.guided_layer].shape,
@@ -127,13 +166,15 @@ class AT(Method):
     name = "at"
     label = "Attention transfer"
     paper = "Zagoruyko & Komodakis 2017"
+    about = ("The student's spatial attention maps (where its feature maps are strong) are pulled towards "
+             "the teacher's at every stage, weighted by beta, next to the label loss.")
     needs_teacher = True
 
     def stages(self, cfg):
         return [Stage("AT", cfg.epochs, {"ce": 1.0, "at": cfg.beta})]
 
     def layers(self, cfg):
-        return {"at_layers": list(cfg.at_layers)}
+        return {"at_layers": (list(cfg.at_layers), "both")}
 
 
 @register
@@ -141,6 +182,8 @@ class FSP(Method):
     name = "fsp"
     label = "FSP (flow matrices, then labels)"
     paper = "Yim et al. 2017"
+    about = ("The student first learns the teacher's 'flow of solution': Gram matrices between consecutive "
+             "feature maps; then it trains on labels. Needs equal channel widths in both networks.")
     needs_teacher = True
 
     def stages(self, cfg):
@@ -149,7 +192,7 @@ class FSP(Method):
         return [Stage("FSP", cfg.hint_epochs, {"fsp": 1.0}), Stage("CE", cfg.epochs, {"ce": 1.0})]
 
     def layers(self, cfg):
-        return {"fsp_layers": list(cfg.fsp_layers)}
+        return {"fsp_layers": (list(cfg.fsp_layers), "both")}
 
 
 @register
@@ -157,6 +200,82 @@ class KDAT(AT):
     name = "kd_at"
     label = "KD + attention transfer"
     paper = "Zagoruyko & Komodakis 2017 (with Hinton 2015)"
+    about = "Soft targets and attention maps together: the two terms simply add."
 
     def stages(self, cfg):
         return [Stage("KD + AT", cfg.epochs, {"ce": 1 - cfg.alpha, "kd": cfg.alpha, "at": cfg.beta})]
+
+
+@register
+class RKD(Method):
+    name = "rkd"
+    label = "Relational KD (distances and angles)"
+    paper = "Park et al. 2019"
+    about = ("Instead of copying outputs, the student copies the *relations* between the examples of a batch: "
+             "how far apart their embeddings are (weight 25) and the angles they form (weight 50).")
+    needs_teacher = True
+
+    def stages(self, cfg):
+        return [Stage("RKD", cfg.epochs, {"ce": 1.0, "rkd": 1.0})]
+
+    def layers(self, cfg):
+        return {"embedding_layer": ([cfg.embedding_layer], "student"),
+                "teacher_embedding_layer": ([cfg.teacher_embedding_layer], "teacher")}
+
+
+@register
+class Mutual(Method):
+    name = "dml"
+    label = "Deep mutual learning (no teacher)"
+    paper = "Zhang et al. 2018"
+    about = ("A cohort of students learns together with no pretrained teacher: each one trains on the labels "
+             "and on its peers' predictions. The run reports student 1; the summary lists the whole cohort.")
+
+    def stages(self, cfg):
+        return [Stage("DML", cfg.epochs, {"dml": 1.0})]
+
+    def build_student(self, cfg, shape, num_classes):
+        return models.Cohort([models.build(cfg.model, shape, num_classes) for _ in range(cfg.cohort)])
+
+    def checkpoint(self, student, extras):
+        return student.members[0], nn.ModuleDict({f"member{k}": m for k, m in enumerate(student.members) if k})
+
+    def summary(self, student, evaluate):
+        return {"cohort_test_acc": [evaluate(m)["test_acc"] for m in student.members]}
+
+
+@register
+class EnsembleKD(KD):
+    name = "ensemble"
+    label = "KD from an ensemble of teachers"
+    paper = "Hinton, Vinyals & Dean 2015 §1"
+    about = ("The soft targets are the (weighted) average of several teachers' softened distributions; "
+             "an ensemble usually knows more than its best member.")
+
+    def build_teacher(self, cfg, load):
+        ids = [cfg.teacher, *cfg.teachers]
+        if len(ids) < 2:
+            raise ValueError("teachers: an ensemble needs at least two teacher runs")
+        if cfg.teacher_weights and len(cfg.teacher_weights) != len(ids):
+            raise ValueError(f"teacher_weights: {len(cfg.teacher_weights)} weights for {len(ids)} teachers")
+        return models.Ensemble([load(i) for i in ids], cfg.T, cfg.teacher_weights or None)
+
+
+@register
+class BornAgain(KD):
+    name = "bornagain"
+    label = "Born-again networks (self-distillation)"
+    paper = "Furlanello et al. 2018"
+    about = ("The teacher has the student's own architecture: generation k+1 distils from generation k. "
+             "Generation 0 is a plain network (or the teacher run you pick, if it has the same architecture).")
+    needs_teacher = False
+
+    def runs(self, cfg):
+        prev = cfg.teacher
+        if not prev:
+            prev = (yield dataclasses.replace(cfg, method="plain", generation=0)).run_id
+        for k in range(1, cfg.generations + 1):
+            prev = (yield dataclasses.replace(cfg, method="kd", teacher=prev, generation=k)).run_id
+
+    def run_count(self, cfg):
+        return cfg.generations + (0 if cfg.teacher else 1)

@@ -46,6 +46,7 @@ class TapModel(nn.Module):
 
     kind = "conv"  # "mlp" or "conv": MLPs have no spatial maps
     hint_layer = "stage2"  # FitNets default hint/guided layer (Romero 2015: the middle)
+    embedding_layer = "pool"  # the penultimate vector, whose batch relations RKD transfers
 
     def _forward(self, x: torch.Tensor, taps: dict) -> torch.Tensor:
         raise NotImplementedError
@@ -95,6 +96,7 @@ class MLP(TapModel):
         self.head = nn.Linear(dims[-1], num_classes)
         self.drop_in, self.drop_hidden = nn.Dropout(p_in), nn.Dropout(p_hidden)
         self.max_norm = max_norm
+        self.embedding_layer = f"hidden{len(hidden)}"
 
     def _forward(self, x, taps):
         h = self.drop_in(x.flatten(1))
@@ -269,6 +271,38 @@ class WideResNet(StagedCNN):
 
 for _d, _k in ((16, 1), (16, 2), (40, 1), (40, 2)):
     register(f"wrn{_d}_{_k}")(lambda in_shape, num_classes, d=_d, k=_k: WideResNet(in_shape, num_classes, d, k))
+
+
+class Ensemble(TapModel):
+    """Several teachers as one: logits whose softmax at T is the (weighted) mean of the
+    teachers' softened distributions (Hinton 2015 §1). Used as a frozen teacher only."""
+
+    kind = "ensemble"
+
+    def __init__(self, members: list[TapModel], T: float, weights=None):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.in_shape, self.T, self.weights, self.arch = members[0].in_shape, T, weights, "ensemble"
+
+    def _forward(self, x, taps):
+        from .losses import ensemble_logits
+        return ensemble_logits([m(x) for m in self.members], self.T, self.weights)
+
+
+class Cohort(TapModel):
+    """Students trained together (deep mutual learning, Zhang et al. 2018). ``model(x)``
+    is member 0's logits; ``features(x)`` taps every member's logits as ``member<k>``."""
+
+    def __init__(self, members: list[TapModel]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.in_shape, self.arch, self.kind = members[0].in_shape, members[0].arch, members[0].kind
+
+    def _forward(self, x, taps):
+        outs = [m(x) for m in self.members]
+        for k, z in enumerate(outs):
+            taps[f"member{k}"] = z
+        return outs[0]
 
 
 def describe() -> list[dict]:

@@ -45,6 +45,15 @@ class TrainConfig:
     guided_layer: str | None = None  # student layer (FitNets)
     at_layers: list[str] | None = None
     fsp_layers: list[str] | None = None
+    embedding_layer: str | None = None  # student vector for RKD
+    teacher_embedding_layer: str | None = None
+    rkd_distance: float = 25.0  # RKD weights (Park et al. 2019 reference implementation)
+    rkd_angle: float = 50.0
+    teachers: list[str] = field(default_factory=list)  # more teachers for "ensemble"
+    teacher_weights: list[float] = field(default_factory=list)
+    cohort: int = 2  # students trained together by "dml"
+    generations: int = 2  # "bornagain": KD generations after generation 0
+    generation: int | None = None  # set on each born-again run
     augment: bool = True
     omit_classes: list[int] = field(default_factory=list)
     keep_classes: list[int] = field(default_factory=list)
@@ -104,6 +113,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("lr", cfg.lr > 0, "learning rate must be greater than 0"),
         ("beta", cfg.beta >= 0, "beta must not be negative"),
         ("fraction", 0 < cfg.fraction <= 1, "fraction must be in (0, 1]"),
+        ("cohort", cfg.cohort >= 2, "mutual learning needs a cohort of at least 2 students"),
+        ("generations", cfg.generations >= 1, "born-again needs at least 1 generation"),
         ("teacher", bool(cfg.teacher) or not method.needs_teacher, f"method {cfg.method!r} needs a teacher run"),
     ]
     for name, ok, msg in checks:
@@ -120,15 +131,17 @@ def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.
         hint_layer=cfg.hint_layer or (teacher.hint_layer if teacher else None),
         guided_layer=cfg.guided_layer or student.hint_layer,
         at_layers=cfg.at_layers or student.spatial_layers,
-        fsp_layers=cfg.fsp_layers or student.fsp_layers)
-    method = methods.get(cfg.method)
-    for field_name, names in method.layers(cfg).items():
-        for name in names:
-            for who, feats, model in (("student", s_feats, student), ("teacher", t_feats, teacher)):
-                if field_name == "guided_layer" and who == "teacher" or field_name == "hint_layer" and who == "student":
-                    continue
+        fsp_layers=cfg.fsp_layers or student.fsp_layers,
+        embedding_layer=cfg.embedding_layer or student.embedding_layer,
+        teacher_embedding_layer=cfg.teacher_embedding_layer or (teacher.embedding_layer if teacher else None))
+    for field_name, (names, who) in methods.get(cfg.method).layers(cfg).items():
+        sides = [("student", s_feats, student), ("teacher", t_feats, teacher)]
+        for side, feats, model in sides:
+            if who not in (side, "both"):
+                continue
+            for name in names:
                 if name not in feats:
-                    raise ValueError(f"{field_name}: {who} {model.arch} has no feature {name!r}; "
+                    raise ValueError(f"{field_name}: {side} {model.arch} has no feature {name!r}; "
                                      f"it has {', '.join(feats) or 'none'}")
         if field_name in ("at_layers", "fsp_layers"):
             if not names or any(s_feats[n].dim() != 4 or t_feats[n].dim() != 4 for n in names):
@@ -189,6 +202,8 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
     failure is recorded in the store as ``failed`` and re-raised.
     """
     validate(cfg)
+    if methods.get(cfg.method).run_count(cfg) != 1 or cfg.method == "bornagain":
+        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     store = store or RunStore()
     try:
         cfg, setup = _setup(cfg, store)
@@ -219,17 +234,21 @@ def _setup(cfg: TrainConfig, store: RunStore):
     torch.manual_seed(cfg.seed)
     ds = data.load(cfg.dataset, cfg.data_root)
     x, y = transfer_set(cfg, ds)
-    student = models.build(cfg.model, ds.shape, ds.num_classes).to(device)
-    teacher = None
-    if method.needs_teacher:
+    student = method.build_student(cfg, ds.shape, ds.num_classes).to(device)
+
+    def load_teacher(run_id: str) -> models.TapModel:
         try:
-            teacher, _ = store.load_model(cfg.teacher, device)
+            model, _ = store.load_model(run_id, device)
         except RunError as e:
             raise ValueError(f"teacher: {e}") from e
-        if tuple(teacher.in_shape) != ds.shape:
-            raise ValueError(f"teacher: run {cfg.teacher} was trained on {teacher.in_shape} images, "
+        if tuple(model.in_shape) != ds.shape:
+            raise ValueError(f"teacher: run {run_id} was trained on {model.in_shape} images, "
                              f"not {cfg.dataset} {ds.shape}")
-        teacher.requires_grad_(False)
+        return model
+
+    teacher = method.build_teacher(cfg, load_teacher)
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
     probe = data.DeviceBatches(x[:2], y[:2], cfg.dataset, 2, device, shuffle=False)
     _, px, _ = next(iter(probe))
     with torch.no_grad():
@@ -239,10 +258,11 @@ def _setup(cfg: TrainConfig, store: RunStore):
         student.train()
     cfg = _resolve_layers(cfg, student, teacher, s_feats, t_feats)
     extras = method.extras(s_feats, t_feats, cfg).to(device)
-    return cfg, (ds, x, y, student, teacher, extras, method.stages(cfg), device)
+    return cfg, (ds, x, y, student, teacher, extras, method, device)
 
 
-def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, stages, device, on_row, should_stop) -> Result:
+def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device, on_row, should_stop) -> Result:
+    stages = method.stages(cfg)
     batches = data.DeviceBatches(x, y, cfg.dataset, cfg.batch_size, device,
                                  augment=AUGMENT[cfg.dataset] if cfg.augment else None, seed=cfg.seed)
     # Teacher logits depend only on the image when nothing is augmented: compute them once.
@@ -287,7 +307,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, stages, device,
                         with torch.no_grad():
                             t_logits, t_feats = teacher.features(xb)
                 st = methods.Step(yb, s_logits, s_feats, t_logits, t_feats, extras)
-                parts = torch.stack([methods.TERMS[t][0](st, cfg) for t in stage.weights])
+                parts = torch.stack([methods.TERMS[t].fn(st, cfg) for t in stage.weights])
                 loss = (parts * torch.tensor(list(stage.weights.values()), device=device)).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -317,7 +337,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, stages, device,
             row = {"kind": "epoch", "stage": stage.name, "epoch": epoch, "step": step,
                    "train_acc": float(correct) / max(seen, 1), **metrics, "time_s": time.time() - t0}
             emit(row)
-            store.save_model(run_id, student, extras)
+            store.save_model(run_id, *method.checkpoint(student, extras))
             if stopped or step >= total:
                 break
         if stopped or step >= total:
@@ -325,8 +345,30 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, stages, device,
 
     summary = {"test_acc": row["test_acc"], "test_errors": row["test_errors"], "test_loss": row["test_loss"],
                "train_acc": row["train_acc"], "steps": step, "train_time_s": time.time() - t0,
-               "params": models.param_count(student), "device": str(device), "data_source": ds.source,
-               "train_images": len(y)}
+               "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device), "data_source": ds.source,
+               "train_images": len(y), **method.summary(student, lambda m: evaluate(m, ds, device))}
     status = "cancelled" if stopped else "done"
     store.finish(run_id, status, summary, reason="cancelled by the user" if stopped else "")
     return Result(run_id, status, summary, student)
+
+
+def train_all(cfg: TrainConfig, store: RunStore | None = None, on_row=None, should_stop=None,
+              on_run: Callable[[TrainConfig, int, int], str | None] | None = None) -> list[Result]:
+    """Train every run a method needs (one for most; one per generation for born-again).
+
+    ``on_run(cfg, index, count)`` is called before each run and may return a
+    pre-created run id (the job manager's). Stops after a run that did not finish.
+    """
+    validate(cfg)
+    method = methods.get(cfg.method)
+    plan, count, results = method.runs(cfg), method.run_count(cfg), []
+    run_cfg = next(plan)
+    while True:
+        run_id = on_run(run_cfg, len(results), count) if on_run else None
+        results.append(train(run_cfg, store, on_row, should_stop, run_id=run_id))
+        if results[-1].status != "done":
+            return results
+        try:
+            run_cfg = plan.send(results[-1])
+        except StopIteration:
+            return results
