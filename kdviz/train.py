@@ -272,7 +272,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
     total = sum(s.epochs for s in stages) * len(batches)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    step, t0, stopped = 0, time.time(), False
+    step, t0, stopped, row = 0, time.time(), False, None
     report = on_row or (lambda row, frac: None)
     params = list(student.parameters()) + list(extras.parameters())
 
@@ -290,7 +290,6 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
             sums = torch.zeros(len(stage.weights) + 1, device=device)  # loss parts + total, since last log
             correct = torch.zeros((), device=device)
             seen = n_log = 0
-            epoch_sums = torch.zeros_like(sums)
             for idx, xb, yb in batches:
                 if should_stop and should_stop():
                     stopped = True
@@ -327,12 +326,12 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                                             "lower the learning rate")
                     emit({"kind": "step", "stage": stage.name, "epoch": epoch, "step": step,
                           "lr": sched.get_last_lr()[0], "loss": vals[-1], **dict(zip(stage.weights, vals))})
-                    epoch_sums += sums
                     sums.zero_()
                     n_log = 0
                 if step >= total:
                     break
-            epoch_sums += sums
+            if stopped and seen == 0 and row is not None:
+                break  # stopped between epochs: the last evaluation and checkpoint stand
             metrics = evaluate(student, ds, device)
             row = {"kind": "epoch", "stage": stage.name, "epoch": epoch, "step": step,
                    "train_acc": float(correct) / max(seen, 1), **metrics, "time_s": time.time() - t0}
