@@ -69,7 +69,8 @@ def cmd_runs(store: RunStore) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The CLI's parser; ``kdviz.pretrain`` parses its recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train", help="train a teacher or a plain student")
@@ -86,7 +87,21 @@ def main(argv=None) -> int:
     _add_common(p)
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
-    args = ap.parse_args(argv)
+    p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
+    p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="regenerate only these checkpoints")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "pretrain":
+        from .pretrain import pretrain  # imports this module: import it only when asked
+        try:
+            pretrain(only=args.only)
+        except ValueError as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            return 2
+        return 0
     store = RunStore(args.runs)
     if args.cmd == "runs":
         return cmd_runs(store)
