@@ -115,9 +115,21 @@ class JobContext:
         return run_id
 
     def train(self, cfg: train.TrainConfig) -> train.Result:
-        """Train one run as part of this job: linked, reported, cancellable."""
+        """Train ``cfg`` as part of this job: every run it needs (one per born-again
+        generation), linked, reported and cancellable. Returns the last run's result."""
         cfg = dataclasses.replace(cfg, group=cfg.group or self._job.group or "")
-        return train.train(cfg, self.store, self.on_row, self.should_stop, run_id=self.new_run(cfg.to_dict()))
+        stage, plan = self._job.stage, [0, 1]  # [index of the current run, runs in all]
+
+        def on_run(run_cfg: train.TrainConfig, index: int, count: int) -> str:
+            plan[:] = [index, count]
+            if count > 1:
+                with self._lock:
+                    self._job.stage = f"{stage} · run {index + 1} of {count}"
+            return self.new_run(run_cfg.to_dict())
+
+        def on_row(row: dict, frac: float) -> None:
+            self.on_row(row, (plan[0] + frac) / plan[1])
+        return train.train_all(cfg, self.store, on_row, self.should_stop, on_run)[-1]
 
 
 def describe(cfg: train.TrainConfig) -> str:
@@ -173,9 +185,9 @@ class JobManager:
     def submit(self, config: train.TrainConfig, group: str | None = None, label: str = "") -> str:
         """Queue one training run; a bad config raises ValueError and queues nothing."""
         cfg = train.validate(dataclasses.replace(config, group=group or config.group, label=label or config.label))
-        if methods.get(cfg.method).needs_teacher:
+        for teacher in filter(None, [cfg.teacher, *cfg.teachers]):
             try:
-                self.store.get(cfg.teacher)
+                self.store.get(teacher)
             except RunError as e:
                 raise ValueError(f"teacher: {e}") from e
 

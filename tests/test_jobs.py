@@ -169,6 +169,16 @@ def test_teacher_then_student_runs_two_linked_stages(store):
     assert view.result["teacher"]["run_id"] == teacher and view.result["student"]["run_id"] == student
 
 
+def test_multi_run_method_is_one_job_with_every_run_linked(store):
+    mgr = JobManager(store)
+    view = mgr.wait(mgr.submit(tiny(method="bornagain", generations=1)), 120)
+    assert view.status == "done", view.traceback
+    gen0, gen1 = view.run_ids  # generation 0 (plain), then generation 1 distilled from it
+    assert store.get(gen1).config["teacher"] == gen0 and view.result["run_id"] == gen1
+    stages = list(dict.fromkeys(r["job_stage"] for r in view.history))
+    assert [s.rsplit(" · ", 1)[1] for s in stages] == ["run 1 of 2", "run 2 of 2"]
+
+
 def test_progress_and_eta_follow_the_stages(store):
     mgr = JobManager(store)
     seen = {}
