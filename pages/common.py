@@ -84,6 +84,44 @@ def pick_dataset(key: str = "dataset") -> str:
     return st.selectbox("Dataset", data.DATASETS, key=key, format_func=lambda n: data.TITLES[n])
 
 
+def pick_teacher_and_students(runs, key: str, prefer: tuple[str, ...] = (), max_students: int = 1):
+    """A teacher (default: the run most others name as their teacher), then up to
+    ``max_students`` other runs, that teacher's own students first and among them the
+    methods in ``prefer`` first. (teacher, [students]), or None with fewer than two runs."""
+    if len(runs) < 2:
+        return None
+    named = [r.config.get("teacher") for r in runs]
+    teacher = pick_run("Teacher", sorted(runs, key=lambda r: -named.count(r.id)), key=f"{key}_teacher")
+    rank = {m: i for i, m in enumerate(prefer)}
+    others = sorted((r for r in runs if r.id != teacher.id),
+                    key=lambda r: (r.config.get("teacher") != teacher.id, rank.get(r.config.get("method"), len(rank))))
+    if max_students == 1:
+        return teacher, [pick_run("Student", others, key=f"{key}_student_{teacher.id}")]
+    labels = {r.id: r.label for r in others}
+    chosen = st.multiselect(f"Students (up to {max_students})", list(labels), default=list(labels)[:max_students],
+                            max_selections=max_students, format_func=labels.get, key=f"{key}_students_{teacher.id}")
+    return teacher, [r for r in others if r.id in chosen]
+
+
+def pick_test_image(ds: data.Dataset, key: str) -> int:
+    """A test-image index, shown next to the image and its label."""
+    n = len(ds.test_y)
+    left, right = st.columns([4, 1])
+    i = int(left.number_input(f"Test image (index 0 – {n - 1})", 0, n - 1, 0, key=key))
+    right.image(ds.test_x[i].permute(1, 2, 0).squeeze(-1).numpy(), width=84,
+                caption=f"label: {ds.classes[int(ds.test_y[i])]}")
+    return i
+
+
+def load_model_or_stop(run_id: str):
+    """``load_model``, or an error and the end of the page when the checkpoint cannot be read."""
+    try:
+        return load_model(run_id)
+    except RunError as e:
+        st.error(str(e))
+        st.stop()
+
+
 def device_label() -> str:
     dev = train.resolve_device()
     if dev.type == "cuda":
