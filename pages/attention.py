@@ -1,4 +1,83 @@
+"""Attention: where teacher and students look, as attention-transfer maps and Captum attributions."""
 import streamlit as st
 
-st.title("attention")
-st.info("This page is being built.")
+from kdviz import data, explain
+from kdviz.viz import features as fviz
+from pages import common
+
+st.title("Attention")
+st.markdown("""
+**Attention transfer** (Zagoruyko & Komodakis 2017) summarises a stage's feature map as a spatial
+**attention map**: the mean over channels of the squared activations, L2-normalised. An AT student
+is trained to make its maps match the teacher's at every stage (the *AT distance* below is that
+loss term). **Attributions** ask a different question: which input pixels raise the score of a class.
+""")
+
+name = common.pick_dataset("attention_dataset")
+ds = common.dataset(name)
+if ds is None:
+    st.stop()
+picked = common.pick_teacher_and_students(common.finished_runs(name), "attention",
+                                          prefer=("at", "kd_at", "kd", "plain"), max_students=3)
+if picked is None:
+    st.info(f"This page needs two finished {data.TITLES[name]} runs: a teacher and at least one student "
+            "(for example a plain, a KD and an attention-transfer CNN student). Train them in the Training lab.")
+    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    st.stop()
+teacher_run, student_runs = picked
+if not student_runs:
+    st.info("Pick at least one student above.")
+    st.stop()
+
+labels, nets = {}, {}
+for r in [teacher_run, *student_runs]:
+    label = f"{'teacher' if r is teacher_run else r.config.get('method', 'plain')} · {r.config.get('model')}"
+    labels[r.id] = label if label not in labels.values() else f"{label} ({r.id})"
+    nets[r.id] = common.load_model_or_stop(r.id)[0]
+teacher = nets[teacher_run.id]
+
+idx = common.pick_test_image(ds, "attention_image")
+image = ds.test_x[idx]
+x = explain.normalize(image[None], name)
+
+st.subheader("Attention maps per stage")
+overlay = st.toggle("Overlay on the input image", value=True, key="attention_overlay")
+convs = [rid for rid, net in nets.items() if net.kind == "conv"]
+mlps = [labels[rid] for rid, net in nets.items() if net.kind == "mlp"]
+if mlps:
+    st.info(f"{', '.join(mlps)}: an MLP has no spatial feature maps. Each hidden unit sees the whole image "
+            "at once, so there is no *where* to attend to, and attention transfer does not apply. Its "
+            "input-gradient attributions (integrated gradients, saliency) are shown below.")
+if convs:
+    with st.spinner("Computing attention maps…"):
+        maps = {labels[rid]: explain.attention_maps(nets[rid], x, nets[rid].spatial_layers,
+                                                    size=tuple(x.shape[-2:]) if overlay else None)
+                for rid in convs}
+    st.plotly_chart(fviz.attention_grid(maps, image if overlay else None))
+    students = [r for r in student_runs if r.id in convs]
+    if teacher.kind == "conv" and students:
+        distances = {labels[r.id]: explain.at_distances(nets[r.id], teacher, x, teacher.spatial_layers)
+                     for r in students}
+        st.plotly_chart(fviz.at_distance_bars(distances, {labels[r.id]: r.config.get("method", "plain")
+                                                          for r in students}))
+        st.caption("AT distance: mean over positions of the squared difference of the two normalised maps "
+                   "(maps of different sizes are average-pooled to the smaller one), for this image.")
+
+st.subheader("Attributions (Captum)")
+st.markdown("**Grad-CAM** weights the last conv stage's maps by their average gradient (Selvaraju et al. "
+            "2017); **integrated gradients** add up gradients along a straight path from a baseline image "
+            "(Sundararajan et al. 2017); **saliency** is the input gradient (Simonyan et al. 2014), "
+            "optionally averaged over noisy copies (SmoothGrad, Smilkov et al. 2017). All are computed on a "
+            "copy of each model, so a model that is training is never touched.")
+c1, c2, c3, c4 = st.columns(4)
+target = c1.selectbox("Target class", range(ds.num_classes), index=int(ds.test_y[idx]),
+                      format_func=lambda c: ds.classes[c])
+base = c2.radio("Integrated-gradients baseline", list(explain.BASELINES), format_func=explain.BASELINES.get,
+                key="attention_baseline")
+smooth = c3.toggle("SmoothGrad", key="attention_smoothgrad",
+                   help="Saliency averaged over 16 noisy copies (noise std: 15 % of the input's value range)")
+clip = c4.slider("Clip colours at percentile of |attribution|", 90.0, 100.0, 99.0, 0.5, key="attention_clip")
+ref = explain.baseline(image[None], name, base)
+with st.spinner("Computing attributions on snapshots of the models…"):
+    attrs = {labels[rid]: explain.attributions(net, x, target, ref, smooth) for rid, net in nets.items()}
+st.plotly_chart(fviz.attribution_grid(attrs, image if overlay else None, clip))
