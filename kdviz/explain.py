@@ -159,8 +159,8 @@ def attribute(model, x: torch.Tensor, target: int, method: str, baselines: torch
     """
     net, x = snapshot(model), x.detach().clone().requires_grad_()
     if method == "gradcam":
-        if net.kind == "mlp":
-            raise ValueError("Grad-CAM needs convolutional feature maps, and an MLP has none")
+        if net.kind != "conv":
+            raise ValueError(f"Grad-CAM needs convolutional feature maps, and a {net.kind} model has none")
         cam = LayerGradCam(net, net.stages[-1]).attribute(x, target=target, relu_attributions=True)
         attr = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
     elif method == "ig":
@@ -182,7 +182,7 @@ def attribute(model, x: torch.Tensor, target: int, method: str, baselines: torch
 def attributions(model, x: torch.Tensor, target: int, baselines: torch.Tensor,
                  smoothgrad: bool = False) -> dict[str, torch.Tensor | None]:
     """Every attribution of ``ATTRIBUTIONS`` for one image as an (H, W) map, keyed by
-    its display name; Grad-CAM is None for an MLP, which has no feature maps."""
-    return {title: None if method == "gradcam" and model.kind == "mlp"
+    its display name; Grad-CAM is None for a model without feature maps (an MLP)."""
+    return {title: None if method == "gradcam" and model.kind != "conv"
             else attribute(model, x, target, method, baselines, smoothgrad)[0]
             for method, title in ATTRIBUTIONS.items()}

@@ -181,10 +181,11 @@ def test_hint_tiles_show_the_largest_errors_first():
 def test_attribution_grid_centres_and_clips():
     a = np.zeros((10, 10))
     a[0, 0], a[1, :] = 100.0, -1.0  # one outlier
-    fig = fviz.attribution_grid({"teacher": {"IG": a, "Grad-CAM": None}}, clip=95)
+    fig = fviz.attribution_grid({"mlp": {"Grad-CAM": None, "IG": a}}, clip=95)
     trace, = fig.data
     assert trace.zmid == 0 and trace.zmin == -trace.zmax and trace.zmax == pytest.approx(1.0)
-    assert "not applicable" in fig.layout.annotations[-1].text
+    note = fig.layout.annotations[-1]
+    assert "not applicable" in note.text and note.xref == "x domain"  # in the first panel
 
 
 def test_fsp_grid_has_a_difference_only_for_matching_channels():

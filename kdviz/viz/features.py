@@ -19,10 +19,21 @@ def _np(a) -> np.ndarray:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
+def _suffix(i: int) -> str:
+    """Plotly's name suffix of the i-th subplot's axes (1-based): "", "2", "3", ..."""
+    return "" if i == 1 else str(i)
+
+
+def _note(fig: go.Figure, i: int, text: str) -> None:
+    """A grey note in the middle of the i-th subplot, which has no heatmap."""
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, font_color="#777",
+                       xref=f"x{_suffix(i)} domain", yref=f"y{_suffix(i)} domain")
+
+
 def _image_axes(fig: go.Figure, n: int) -> None:
     """Pixels square, y pointing down, no ticks, in each of ``n`` subplots."""
     for i in range(1, n + 1):
-        suffix = "" if i == 1 else str(i)
+        suffix = _suffix(i)
         fig.layout[f"xaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
                                             constrain="domain")
         fig.layout[f"yaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
@@ -126,9 +137,7 @@ def attribution_grid(attrs: dict[str, dict], image=None, clip: float = 99.0) -> 
         for c, method in enumerate(methods, 1):
             a = attrs[label].get(method)
             if a is None:
-                idx = (r - 1) * len(methods) + c
-                fig.add_annotation(text="not applicable<br>(no feature maps)", showarrow=False,
-                                   xref=f"x{idx} domain", yref=f"y{idx} domain", x=0.5, y=0.5)
+                _note(fig, (r - 1) * len(methods) + c, "not applicable<br>(no feature maps)")
                 continue
             a = _np(a)
             lim = float(np.percentile(np.abs(a), clip)) or float(np.abs(a).max()) or 1.0
@@ -157,8 +166,7 @@ def fsp_grid(pairs, teacher_label: str = "Teacher", student_label: str = "Studen
             diff = gs - gt
             panels.append((diff, float(np.abs(diff).max()) or 1.0))
         else:
-            fig.add_annotation(text=f"channels differ<br>{gt.shape} vs {gs.shape}", showarrow=False,
-                               xref=f"x{3 * r} domain", yref=f"y{3 * r} domain", x=0.5, y=0.5)
+            _note(fig, 3 * r, f"channels differ<br>{gt.shape} vs {gs.shape}")
         for c, (z, zlim) in enumerate(panels, 1):
             fig.add_trace(go.Heatmap(z=z, colorscale=DIVERGING, zmid=0, zmin=-zlim, zmax=zlim, showscale=False,
                                      hovertemplate="channel %{y} → channel %{x}<br>G = %{z:.3f}<extra></extra>"),
