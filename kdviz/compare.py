@@ -1,0 +1,248 @@
+"""Comparing distillation methods side by side: plan a group, then tabulate it.
+
+A comparison group is one run per method and seed, all with the same teacher,
+student architecture, data and epochs, sharing ``TrainConfig.group`` (an id
+starting with ``compare-``). The app queues the planned configs as jobs, the
+CLI trains them one after another; both evaluate the finished runs with
+``evaluate`` into the same table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import data, methods, metrics, models, train
+from .store import RunError, RunInfo, RunStore
+
+COMPARED = ("plain", "kd", "fitnet", "at", "fsp", "kd_at")
+GROUP_PREFIX = "compare-"
+LATENCY_BATCHES = (1, 256)
+ECE_BINS = 15
+
+
+def new_group_id() -> str:
+    return f"{GROUP_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list[train.TrainConfig], list[str]]:
+    """Configs for every compared method that fits teacher ``base.teacher`` and student
+    ``base.model`` (times ``seeds`` seeds, counting up from ``base.seed``), all in one group,
+    and one note per method that does not fit.
+
+    A method fits when the trainer's layer checks pass and every loss term of every
+    stage computes on a probe batch (AT and FSP need conv feature maps, FSP equal
+    channel widths, Yim et al. 2017; a FitNets hint must be reachable from the
+    guided layer), so a method left out is one whose run would fail.
+    """
+    base = train.validate(dataclasses.replace(base, method="plain", group=base.group or new_group_id()))
+    if not base.teacher:
+        raise ValueError("teacher: a comparison needs a teacher run")
+    if seeds < 1:
+        raise ValueError("seeds: at least one seed per method")
+    shape = data.SHAPES[base.dataset]
+    try:
+        t_model, _ = store.load_model(base.teacher)
+    except RunError as e:
+        raise ValueError(f"teacher: {e}") from e
+    if tuple(t_model.in_shape) != shape:
+        raise ValueError(f"teacher: run {base.teacher} was trained on {tuple(t_model.in_shape)} images, "
+                         f"not {data.TITLES[base.dataset]} {shape}")
+    s_model = models.build(base.model, shape, len(data.CLASSES[base.dataset])).eval()
+    configs, notes = [], []
+    for name in COMPARED:
+        cfg = dataclasses.replace(base, method=name)
+        try:
+            _probe(cfg, s_model, t_model)
+        except ValueError as e:
+            notes.append(f"{methods.get(name).label} is left out ({base.model} ← {t_model.arch}): {e}")
+            continue
+        except RuntimeError as e:
+            notes.append(f"{methods.get(name).label} is left out ({base.model} ← {t_model.arch}): the student's "
+                         f"and the teacher's features cannot be matched ({e})")
+            continue
+        configs += [dataclasses.replace(cfg, seed=base.seed + k, label=f"{name} · seed {base.seed + k}")
+                    for k in range(seeds)]
+    return configs, notes
+
+
+@torch.no_grad()
+def _probe(cfg: train.TrainConfig, student: models.TapModel, teacher: models.TapModel) -> None:
+    """Compute every loss term of ``cfg.method`` once on two blank images; raises on misfit."""
+    x = torch.zeros(2, *student.in_shape)
+    (s_logits, s_feats), (t_logits, t_feats) = student.features(x), teacher.features(x)
+    cfg = train._resolve_layers(cfg, student, teacher, s_feats, t_feats)
+    method = methods.get(cfg.method)
+    step = methods.Step(torch.zeros(2, dtype=torch.long), s_logits, s_feats, t_logits, t_feats,
+                        method.extras(s_feats, t_feats, cfg))
+    with warnings.catch_warnings():  # a misfit may warn before it raises; the raise is what counts
+        warnings.simplefilter("ignore")
+        for stage in method.stages(cfg):
+            for term in stage.weights:
+                methods.TERMS[term].fn(step, cfg)
+
+
+# ---------------------------------------------------------------- picking runs
+
+def groups(runs: list[RunInfo]) -> list[str]:
+    """Comparison group ids among ``runs``, newest first (``store.list()`` is newest first)."""
+    return list(dict.fromkeys(g for r in runs if (g := r.config.get("group") or "").startswith(GROUP_PREFIX)))
+
+
+def teacher_of(runs: list[RunInfo]) -> str:
+    """The one teacher the runs were compared against; ValueError when they have none or several."""
+    teachers = {r.config.get("teacher") for r in runs} - {None, ""}
+    if len(teachers) != 1:
+        raise ValueError("pick runs that share one teacher "
+                         f"(these have {len(teachers) or 'no'} teacher{'s' if len(teachers) != 1 else ''})")
+    return teachers.pop()
+
+
+# ---------------------------------------------------------------- evaluation
+
+@dataclass
+class Member:
+    """One run of a comparison and its test-set logits (N x classes)."""
+    run: RunInfo
+    logits: np.ndarray
+
+    @property
+    def method(self) -> str:
+        return self.run.config.get("method", "plain")
+
+
+@dataclass
+class Comparison:
+    runs: pd.DataFrame  # one row per run, teacher first
+    table: pd.DataFrame  # one row per method: means over seeds, the columns a lecturer reads
+    per_class: pd.DataFrame  # method x class test accuracy (%), mean over seeds
+    reliability: dict[str, dict]  # method -> reliability bins pooled over seeds
+
+
+def load_member(store: RunStore, run_id: str, ds: data.Dataset, device="cpu") -> Member:
+    model, _ = store.load_model(run_id, device)
+    return Member(store.get(run_id), train.predict_logits(model, ds.test_x, ds.name, device).cpu().numpy())
+
+
+def measure_latency(arch: str, dataset: str, device="cpu", **kw) -> dict[int, float]:
+    """Seconds per image at each of LATENCY_BATCHES; weights do not change the time, so a
+    freshly built model of the architecture stands in for every run that uses it."""
+    model = models.build(arch, data.SHAPES[dataset], len(data.CLASSES[dataset])).to(device)
+    return {b: metrics.latency_per_image(model, data.SHAPES[dataset], b, device, **kw) for b in LATENCY_BATCHES}
+
+
+def _params(config: dict) -> int:
+    """Parameter count from the architecture, for runs whose summary lacks it (shipped ones)."""
+    ds = config.get("dataset", "mnist")
+    return models.param_count(models.build(config["model"], data.SHAPES[ds], len(data.CLASSES[ds])))
+
+
+def label(method: str, arch: str = "") -> str:
+    return f"Teacher ({arch})" if method == "teacher" else methods.get(method).label
+
+
+def evaluate(teacher: Member, students: list[Member], labels, classes: list[str],
+             latency: dict[str, dict[int, float]] | None = None) -> Comparison:
+    """Every metric of the comparison table, from test-set logits; ``latency`` maps an
+    architecture to seconds per image at each batch size (left blank when missing)."""
+    labels = np.asarray(labels)
+    members = [("teacher", teacher)] + [(m.method, m) for m in students]
+    runs = pd.DataFrame([{
+        "method": key, "run": m.run.id, "status": m.run.status, "seed": m.run.config.get("seed"),
+        "model": m.run.config.get("model", ""),
+        "params": m.run.summary.get("params") or _params(m.run.config),
+        "test_acc": metrics.accuracy(m.logits, labels),
+        "agreement": metrics.agreement(teacher.logits, m.logits),
+        "kl": metrics.kl_divergence(teacher.logits, m.logits, T=1.0),
+        "ece": metrics.ece(m.logits, labels, ECE_BINS),
+        "train_time_s": m.run.summary.get("train_time_s", math.nan),
+    } for key, m in members])
+    order = ["teacher", *[k for k in COMPARED if k in set(runs.method)],
+             *sorted(set(runs.method) - {"teacher", *COMPARED})]
+    by = runs.groupby("method", sort=False)
+    mean = by[["test_acc", "agreement", "kl", "ece", "train_time_s"]].mean().reindex(order)
+    plain = mean.test_acc.get("plain", math.nan)
+    latency = latency or {}
+    model_of = by.model.first().reindex(order)
+    table = pd.DataFrame({
+        "method": [label(k, model_of[k]) for k in order],
+        "model": model_of.values,
+        "params": by.params.first().reindex(order).values,
+        "seeds": by.size().reindex(order).values,
+        "test acc (%)": 100 * mean.test_acc.values,
+        "± std (pp)": 100 * by.test_acc.std().reindex(order).values,  # sample std over seeds
+        "Δ vs plain (pp)": 100 * (mean.test_acc.values - plain),
+        "Δ vs teacher (pp)": 100 * (mean.test_acc.values - mean.test_acc["teacher"]),
+        "agreement with teacher (%)": 100 * mean.agreement.values,
+        "KL(teacher‖student), T=1 (nats)": mean.kl.values,
+        f"ECE, {ECE_BINS} bins (%)": 100 * mean.ece.values,
+        "train time (s)": mean.train_time_s.values,
+        **{f"latency, batch {b} (ms/image)": [1000 * latency.get(a, {}).get(b, math.nan) for a in model_of]
+           for b in LATENCY_BATCHES},
+    })
+    per_class = pd.DataFrame(
+        [100 * np.mean([metrics.per_class_accuracy(m.logits, labels, len(classes))
+                        for k, m in members if k == key], axis=0) for key in order],
+        index=order, columns=classes)
+    reliability = {key: metrics.reliability(np.concatenate([m.logits for k, m in members if k == key]),
+                                            np.concatenate([labels for k, _ in members if k == key]), ECE_BINS)
+                   for key in order}
+    return Comparison(runs, table, per_class, reliability)
+
+
+def evaluate_runs(store: RunStore, teacher: str, run_ids: list[str], ds: data.Dataset, device="cpu") -> Comparison:
+    """``evaluate`` straight from the store, timing each architecture on ``device`` (the CLI's
+    path; the app caches logits and latency across reruns instead)."""
+    members = [load_member(store, run_id, ds, device) for run_id in [teacher, *run_ids]]
+    archs = {m.run.config["model"] for m in members}
+    latency = {arch: measure_latency(arch, ds.name, device) for arch in archs}
+    return evaluate(members[0], members[1:], ds.test_y.numpy(), ds.classes, latency)
+
+
+def curves(store: RunStore, runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Learning curves of ``runs`` in long form: (epoch rows with a running epoch count
+    across stages, step rows with one row per loss term)."""
+    epochs, steps = [], []
+    for r in runs:
+        who = {"method": r.config.get("method", "plain"), "run": r.id, "seed": r.config.get("seed")}
+        n = 0
+        for row in store.metrics(r.id):
+            if row.get("kind") == "epoch":
+                n += 1
+                epochs.append({**who, "epoch": n, "stage": row["stage"], "test_acc": row["test_acc"]})
+            elif row.get("kind") == "step":
+                steps += [{**who, "step": row["step"], "stage": row["stage"], "term": term, "value": row[term]}
+                          for term in methods.TERMS if term in row]
+    return (pd.DataFrame(epochs, columns=["method", "run", "seed", "epoch", "stage", "test_acc"]),
+            pd.DataFrame(steps, columns=["method", "run", "seed", "step", "stage", "term", "value"]))
+
+
+# ---------------------------------------------------------------- export
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The table as GitHub Markdown, accuracy shown as mean ± std; NaN as a dash."""
+    shown = table.drop(columns=["± std (pp)"]).astype(object)
+    acc = [f"{a:.2f}" + (f" ± {s:.2f}" if s == s else "") for a, s in zip(table["test acc (%)"], table["± std (pp)"])]
+    shown["test acc (%)"] = acc
+
+    def cell(v, col):
+        if isinstance(v, str):
+            return v
+        if v != v:
+            return "–"
+        if col in ("params", "seeds"):
+            return f"{int(v):,}"
+        if col.startswith("latency"):
+            return f"{v:.3g}"
+        return f"{v:.4f}" if col.startswith("KL") else f"{v:+.2f}" if col.startswith("Δ") else f"{v:.2f}"
+
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(cell(v, c) for c, v in row.items()) + " |" for _, row in shown.iterrows()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""Figures of a method comparison: learning curves, loss terms, reliability, per-class accuracy.
+
+Inputs are the long-form frames and dicts of ``kdviz.compare``; every method
+keeps its colour from ``METHOD_COLORS``, and seeds of one method share a
+legend entry (click it to hide them all).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import DIVERGING, SEQUENTIAL, layout, method_color
+from .training import TERM_LABELS
+
+
+def _runs_by_method(frame: pd.DataFrame, names: dict[str, str]):
+    """(method, run, rows, legend name, whether to show it) per run: one legend entry per method."""
+    shown = set()
+    for (method, run), rows in frame.groupby(["method", "run"], sort=False):
+        yield method, run, rows, names.get(method, method), method not in shown
+        shown.add(method)
+
+
+def accuracy_curves(epochs: pd.DataFrame, names: dict[str, str]) -> go.Figure:
+    """Test accuracy after every epoch, one line per run; epochs are counted across
+    stages, so FitNets' and FSP's feature stage comes first (chance accuracy there:
+    the classifier head has not been trained yet)."""
+    fig = go.Figure()
+    for method, run, rows, name, first in _runs_by_method(epochs, names):
+        fig.add_trace(go.Scatter(
+            x=rows.epoch, y=100 * rows.test_acc, mode="lines+markers", name=name, legendgroup=method,
+            showlegend=first, line=dict(color=method_color(method)),
+            customdata=np.stack([rows.stage, rows.seed.astype(str)], axis=1),
+            hovertemplate="%{customdata[0]} · seed %{customdata[1]}<br>epoch %{x}: %{y:.2f} %<extra>"
+                          + name + "</extra>"))
+    return layout(fig, "Test accuracy per epoch", xaxis_title="epoch (all stages)",
+                  yaxis_title="test accuracy (%)", xaxis_dtick=1, legend=dict(orientation="h", y=-0.2))
+
+
+def loss_curves(steps: pd.DataFrame, names: dict[str, str]) -> go.Figure:
+    """One panel per loss term (unweighted, log scale), every method that uses it overlaid."""
+    terms = [t for t in TERM_LABELS if t in set(steps.term)]
+    fig = make_subplots(rows=1, cols=max(len(terms), 1), subplot_titles=[TERM_LABELS[t] for t in terms])
+    shown = set()
+    for col, term in enumerate(terms, 1):
+        for method, run, rows, name, _ in _runs_by_method(steps[steps.term == term], names):
+            fig.add_trace(go.Scatter(x=rows.step, y=rows.value, mode="lines", name=name, legendgroup=method,
+                                     showlegend=method not in shown, line=dict(color=method_color(method), width=1.5),
+                                     hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra>{TERM_LABELS[term]}</extra>"),
+                          row=1, col=col)
+            shown.add(method)
+        fig.update_yaxes(type="log", row=1, col=col)
+        fig.update_xaxes(title_text="training step", row=1, col=col)
+    fig.update_yaxes(title_text="loss (log scale)", row=1, col=1)
+    return layout(fig, "Loss terms per step", legend=dict(orientation="h", y=-0.3))
+
+
+def reliability_diagram(bins: dict[str, dict], names: dict[str, str]) -> go.Figure:
+    """Accuracy against mean confidence per confidence bin (Guo et al. 2017, fig. 1):
+    points below the diagonal are over-confident, above it under-confident."""
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                               line=dict(color="#bbbbbb", dash="dash")))
+    for method, b in bins.items():
+        filled = b["count"] > 0
+        fig.add_trace(go.Scatter(
+            x=b["confidence"][filled], y=b["accuracy"][filled], mode="lines+markers", name=names.get(method, method),
+            line=dict(color=method_color(method), dash="dot" if method == "teacher" else "solid"),
+            customdata=b["count"][filled],
+            hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>%{customdata:.0f} images<extra></extra>"))
+    return layout(fig, "Reliability diagram (test set)", height=420, xaxis_title="mean confidence in bin",
+                  yaxis_title="accuracy in bin", xaxis_range=[0, 1.02], yaxis_range=[0, 1.02],
+                  legend=dict(orientation="h", y=-0.2))
+
+
+def per_class_heatmap(per_class: pd.DataFrame, names: dict[str, str], relative_to: str | None = None) -> go.Figure:
+    """Method x class test accuracy (%); with ``relative_to`` (e.g. "plain") the change against
+    that method's row in percentage points, red where a method helps, blue where it hurts."""
+    z = per_class - per_class.loc[relative_to] if relative_to else per_class
+    signed = relative_to is not None
+    limit = (float(np.nanmax(np.abs(z.values))) or 1.0) if signed else None
+    fig = go.Figure(go.Heatmap(
+        z=z.values, x=list(z.columns), y=[names.get(m, m) for m in z.index], text=np.round(z.values, 1),
+        texttemplate="%{text}", colorscale=DIVERGING if signed else SEQUENTIAL,
+        zmid=0 if signed else None, zmin=-limit if signed else None, zmax=limit if signed else None,
+        colorbar=dict(title="Δ (pp)" if signed else "acc. (%)"),
+        hovertemplate="%{y}<br>class %{x}: %{z:.2f}" + (" pp" if signed else " %") + "<extra></extra>"))
+    title = f"Per-class accuracy, change vs {names.get(relative_to, relative_to)}" if signed else "Per-class accuracy"
+    return layout(fig, title, height=120 + 40 * len(z), xaxis_title="true class", yaxis_autorange="reversed")
