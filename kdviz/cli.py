@@ -1,13 +1,14 @@
-"""Command line: ``python -m kdviz train|distill|runs`` (the same engine as the app)."""
+"""Command line: ``python -m kdviz train|distill|compare|runs`` (the same engine as the app)."""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from . import methods, models
+from . import compare, data, methods, models
 from .store import RunStore
-from .train import TrainConfig, train
+from .train import TrainConfig, resolve_device, train
 
 
 class ProgressBar:
@@ -69,6 +70,36 @@ def cmd_runs(store: RunStore) -> int:
     return 0
 
 
+def cmd_compare(args, store: RunStore) -> int:
+    """Train every compared method that fits teacher and student (times --seeds), one after
+    another, then write the comparison table as CSV and Markdown."""
+    try:
+        configs, notes = compare.plan(store, _config(args), args.seeds)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    run_ids = []
+    for i, cfg in enumerate(configs, 1):
+        print(f"\n[{i}/{len(configs)}] {cfg.label}", file=sys.stderr)
+        try:
+            result = train(cfg, store, on_row=ProgressBar())
+        except Exception as e:  # recorded as failed in the store; the other methods still run
+            print(f"\n{cfg.label} failed and is left out of the table: {e}", file=sys.stderr)
+            continue
+        run_ids.append(result.run_id)
+    ds = data.load(configs[0].dataset, configs[0].data_root)
+    table = compare.evaluate_runs(store, args.teacher, run_ids, ds, resolve_device(args.device)).table
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    group = configs[0].group
+    table.to_csv(out / f"{group}.csv", index=False, float_format="%.6g")
+    (out / f"{group}.md").write_text(compare.to_markdown(table))
+    print(f"\n{compare.to_markdown(table)}\ngroup {group}: wrote {out / group}.csv and .md")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The CLI's parser; ``kdviz.pretrain`` parses its recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
@@ -84,6 +115,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     p.add_argument("--beta", type=float, default=TrainConfig.beta)
     p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
+    _add_common(p)
+    p = sub.add_parser("compare", help="train plain, KD, FitNets, AT, FSP and KD+AT students as one group; "
+                                       "write the comparison table as CSV and Markdown")
+    p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
+    p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
+    p.add_argument("--seeds", type=int, default=1, help="runs per method, seeds --seed, --seed+1, ... (mean ± std)")
+    p.add_argument("--T", type=float, default=TrainConfig.T)
+    p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
+    p.add_argument("--beta", type=float, default=TrainConfig.beta)
+    p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
+    p.add_argument("--out", default=".", help="folder for <group>.csv and <group>.md (default: here)")
     _add_common(p)
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
@@ -105,4 +147,6 @@ def main(argv=None) -> int:
     store = RunStore(args.runs)
     if args.cmd == "runs":
         return cmd_runs(store)
+    if args.cmd == "compare":
+        return cmd_compare(args, store)
     return _run(_config(args, method=getattr(args, "method", "plain")), store)
