@@ -1,4 +1,4 @@
-"""Command line: ``python -m kdviz train|distill|compare|runs`` (the same engine as the app)."""
+"""Command line: ``python -m kdviz train|distill|compare|replay|runs`` (the same engine as the app)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, data, methods, models
+from . import compare, data, methods, models, replay
 from .store import RunStore
 from .train import TrainConfig, resolve_device, train
 
@@ -100,6 +100,41 @@ def cmd_compare(args, store: RunStore) -> int:
     return 0
 
 
+class ForegroundContext:
+    """What a job's task function gets (``kdviz.jobs.JobContext``), for running the task
+    right here: a header per stage and a ProgressBar on stderr; Ctrl-C stops it."""
+
+    def __init__(self, store: RunStore):
+        self.store, self.bar = store, ProgressBar()
+
+    def should_stop(self) -> bool:
+        return False
+
+    def set_stage(self, name: str, index: int = 0, count: int = 1) -> None:
+        print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
+        self.bar = ProgressBar()
+
+    def train(self, cfg: TrainConfig):
+        return train(cfg, self.store, on_row=self.bar)
+
+
+def cmd_replay(args, store: RunStore) -> int:
+    """Replay Hinton 2015 §3 stage by stage, then print the paper-vs-run table."""
+    fields = replay.ReplayConfig.__dataclass_fields__
+    cfg = replay.ReplayConfig(group=replay.new_group_id(),
+                              **{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    try:
+        runs = replay.run(ForegroundContext(store), cfg)["runs"]
+    except ValueError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    ds = data.load("mnist", cfg.data_root)
+    rows = replay.table(replay.stage_logits(store, runs, ds), ds.test_y.numpy())
+    print(f"\n\nHinton, Vinyals & Dean 2015, §3 on {ds.source}, group {cfg.group}:\n"
+          f"{replay.table_frame(rows).to_string(index=False)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The CLI's parser; ``kdviz.pretrain`` parses its recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
@@ -127,6 +162,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
     p.add_argument("--out", default=".", help="folder for <group>.csv and <group>.md (default: here)")
     _add_common(p)
+    p = sub.add_parser("replay", help="replay a paper's experiments as one group of runs and print "
+                                      "its table (hinton: Hinton, Vinyals & Dean 2015, §3, MNIST)")
+    p.add_argument("paper", choices=["hinton"])
+    d = replay.ReplayConfig()
+    p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
+    p.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
+    p.add_argument("--student-epochs", type=int, default=d.student_epochs)
+    p.add_argument("--student-lr", type=float, default=d.student_lr)
+    p.add_argument("--T", type=float, default=d.T, help="temperature of the soft targets")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the soft term")
+    p.add_argument("--sweep-30", action="store_true", help="also train 30-unit students at T = 1, 2.5, 4, 8, 20")
+    p.add_argument("--train-subset", type=int, default=None, help="use only N training images")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")
+    p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
     p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
@@ -149,4 +200,6 @@ def main(argv=None) -> int:
         return cmd_runs(store)
     if args.cmd == "compare":
         return cmd_compare(args, store)
+    if args.cmd == "replay":
+        return cmd_replay(args, store)
     return _run(_config(args, method=getattr(args, "method", "plain")), store)
