@@ -73,7 +73,7 @@ def hint_view(teacher, student, x: torch.Tensor, hint_layer: str, guided_layer: 
             torch.manual_seed(0)
             regressor = losses.make_regressor(guided.shape, hint.shape)
     with torch.no_grad():
-        guided, hint = losses._match_spatial(regressor.float()(guided), hint)  # as hint_loss compares them
+        guided, hint = losses._match_spatial(regressor(guided), hint)  # as hint_loss compares them
     if hint.dim() == 2:
         hint, guided = hint[..., None, None], guided[..., None, None]
     return HintView(hint[0], guided[0], (guided[0] - hint[0]).pow(2).mean((1, 2)), trained)

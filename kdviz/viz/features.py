@@ -30,14 +30,16 @@ def _note(fig: go.Figure, i: int, text: str) -> None:
                        xref=f"x{_suffix(i)} domain", yref=f"y{_suffix(i)} domain")
 
 
-def _image_axes(fig: go.Figure, n: int) -> None:
-    """Pixels square, y pointing down, no ticks, in each of ``n`` subplots."""
+def _image_axes(fig: go.Figure, n: int, square: bool = True) -> None:
+    """Y pointing down, no ticks, in each of ``n`` subplots; square pixels for images
+    (matrices fill their panel instead)."""
     for i in range(1, n + 1):
         suffix = _suffix(i)
         fig.layout[f"xaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
                                             constrain="domain")
         fig.layout[f"yaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
-                                            autorange="reversed", scaleanchor=f"x{suffix}", constrain="domain")
+                                            autorange="reversed", constrain="domain",
+                                            scaleanchor=f"x{suffix}" if square else None)
 
 
 def _gray(image) -> go.Heatmap:
@@ -171,7 +173,7 @@ def fsp_grid(pairs, teacher_label: str = "Teacher", student_label: str = "Studen
             fig.add_trace(go.Heatmap(z=z, colorscale=DIVERGING, zmid=0, zmin=-zlim, zmax=zlim, showscale=False,
                                      hovertemplate="channel %{y} → channel %{x}<br>G = %{z:.3f}<extra></extra>"),
                           r, c)
-    _image_axes(fig, 3 * len(pairs))
+    _image_axes(fig, 3 * len(pairs), square=False)
     return layout(fig, "FSP matrices G = F₁ᵀF₂ / (h·w) (rows: channel of the first map, columns: of the last)",
-                  height=60 + 260 * len(pairs))
+                  height=60 + 220 * len(pairs))
 
