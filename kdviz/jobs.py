@@ -192,7 +192,7 @@ class JobManager:
                 raise ValueError(f"teacher: {e}") from e
 
         def task(ctx: JobContext) -> dict:
-            ctx.set_stage("training" if cfg.method == "plain" else f"student: {methods.get(cfg.method).label}")
+            ctx.set_stage("training" if cfg.method == "plain" else "student")
             return _summary(ctx.train(cfg))
         return self.submit_task(task, label or describe(cfg), group)
 
@@ -240,7 +240,8 @@ class JobManager:
             job = self._jobs[job_id]
             if job.status == "queued":
                 self._queue.remove(job_id)
-                job.status, job.reason, job.finished, job.fn = "cancelled", "cancelled before it started", time.time(), None
+                job.status, job.reason, job.fn = "cancelled", "cancelled before it started", None
+                job.finished = time.time()
                 self._changed.notify_all()
                 return True
             if job.status == "running":

@@ -8,13 +8,19 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from kdviz import data, models, train
+from kdviz import data, jobs, models, train
 from kdviz.store import RunError, RunStore
 
 
 @st.cache_resource
 def store() -> RunStore:
     return RunStore()
+
+
+@st.cache_resource
+def manager() -> jobs.JobManager:
+    """The one job manager of this process, shared by every browser tab and kept across refreshes."""
+    return jobs.JobManager(store())
 
 
 @st.cache_resource(show_spinner="Loading dataset…")
@@ -129,9 +135,40 @@ def device_label() -> str:
     return f"{dev.type.upper()} ({torch.get_num_threads()} threads)"
 
 
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def job_progress(view: jobs.JobView) -> None:
+    """An active job's progress bar with stage and time left, or its place in the queue."""
+    if view.status == "queued":
+        st.caption(f":material/hourglass_top: **{view.label}**: queued, number {view.queue_position} in line")
+        return
+    epoch = view.history[-1].get("epoch") if view.history else None
+    where = " · ".join(part for part in (view.stage, epoch and f"epoch {epoch}") if part) or "starting"
+    left = "" if view.eta_s is None else f" · about {duration(view.eta_s)} left"
+    st.progress(view.progress, text=f"**{view.label}**: {where} · {view.progress:.0%}{left}")
+
+
+def _job_monitor(polling: bool) -> None:
+    active = [j for j in manager().list() if j.active]
+    if polling and not active:
+        st.rerun()  # the last job ended: the full rerun re-creates this fragment without a timer
+    for view in reversed(active):  # oldest first: the running one, then the queue
+        job_progress(view)
+    if active:
+        st.page_link("pages/train.py", label="Watch in the Training lab", icon=":material/science:")
+    else:
+        st.caption("No training job is running.")
+
+
 def sidebar() -> None:
     with st.sidebar:
         st.caption(f"**Device:** {device_label()}")
         with st.expander("Data sources", expanded=False):
             for name in data.DATASETS:
                 st.caption(data.source_of(name))
+        st.caption("**Training jobs**")
+        polling = any(j.active for j in manager().list())
+        st.fragment(_job_monitor, run_every=1.0 if polling else None)(polling)

@@ -230,7 +230,8 @@ def test_curves_continue_across_job_stages():
     assert [s.x0 for s in fig.layout.shapes] == [29.5]  # stage line between the two runs
     acc = viz.accuracy_figure(history, "kd")
     test = {t.name: (list(t.x), list(t.y)) for t in acc.data}
-    assert test["teacher: test accuracy"] == ([1], [60.0]) and test["student: KD: test accuracy"] == ([2], [80.0])
+    assert test["teacher: test"] == ([1], [60.0]) and test["student: KD: test"] == ([2], [80.0])
+    assert viz.accuracy_figure(history[:2]).layout.annotations[0].text == "appears after the first epoch"
 
 
 def test_runs_table_shows_damaged_runs_and_key_hyperparameters(tmp_path):

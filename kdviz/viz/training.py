@@ -72,7 +72,7 @@ def loss_figure(history, method: str = "plain") -> go.Figure:
                                      line=dict(color=_color(name, method), width=3)))
     _stage_lines(fig, segments)
     layout(fig, "Loss per step", xaxis_title="training step (whole job)", yaxis_title="loss (log scale)",
-           yaxis_type="log", legend=dict(orientation="h", y=-0.25))
+           yaxis_type="log", yaxis_dtick="D2", legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -85,10 +85,13 @@ def accuracy_figure(history, method: str = "plain") -> go.Figure:
         xs = [x for x, _ in points]
         color = _color(name, method)
         prefix = f"{name}: " if name else ""
-        for key, label, dash in (("test_acc", "test", "solid"), ("train_acc", "train", "dash")):
+        for key, label, dash in (("test_acc", "test", "solid"), ("train_acc", "train (during the epoch)", "dash")):
             fig.add_trace(go.Scatter(x=xs, y=[100 * row[key] for _, row in points], mode="lines+markers",
-                                     name=f"{prefix}{label} accuracy", line=dict(color=color, dash=dash)))
+                                     name=f"{prefix}{label}", line=dict(color=color, dash=dash)))
     _stage_lines(fig, segments)
+    if not segments:
+        fig.add_annotation(text="appears after the first epoch", x=0.5, y=0.5, xref="paper", yref="paper",
+                           showarrow=False, font=dict(color="#999"))
     layout(fig, "Accuracy per epoch", xaxis_title="epoch (whole job)", yaxis_title="accuracy (%)",
            yaxis_range=[0, 100], xaxis_dtick=1, legend=dict(orientation="h", y=-0.25))
     return fig

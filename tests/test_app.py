@@ -1,0 +1,164 @@
+"""The app shell and the Training lab through Streamlit's AppTest (no browser)."""
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from kdviz.store import RunStore
+
+from .conftest import ROOT, needs_data
+
+pytestmark = needs_data
+PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read_text()))
+
+
+@pytest.fixture
+def runs(tiny_store, tmp_path, monkeypatch) -> RunStore:
+    """A fresh run store holding copies of the tiny runs, and fresh Streamlit caches (a new job manager)."""
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_store.root, root)
+    monkeypatch.setenv("KDVIZ_RUNS", str(root))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield RunStore(root, readonly={})
+    from pages import common
+    for job in common.manager().list():  # leave no job running into the next test
+        common.manager().cancel(job.id)
+
+
+def lab() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def run_until(at: AppTest, done, timeout: float = 60) -> AppTest:
+    """AppTest fires no timers: rerun the script until ``done(at)`` holds."""
+    deadline = time.time() + timeout
+    while not done(at):
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest):
+    return at.dataframe[0].value.set_index("run")
+
+
+def test_navigation_lists_every_page_file():
+    files = {f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")} - {"pages/common.py", "pages/__init__.py"}
+    assert set(PAGES) == files
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(runs, page):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+
+
+def sidebar_of_a_fresh_session() -> AppTest:
+    """The sidebar as a new browser tab sees it (AppTest runs app.py itself only on its first run)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at.sidebar
+
+
+def test_sidebar_shows_device_data_and_live_jobs(runs):
+    from pages import common
+    sidebar = sidebar_of_a_fresh_session()
+    captions = [c.value for c in sidebar.caption]
+    assert captions[0].startswith("**Device:** CPU (") and "threads)" in captions[0]
+    assert any(c.startswith("MNIST: data folder") for c in captions)
+    assert "No training job is running." in captions and not sidebar.get("progress")
+    gate = threading.Event()
+
+    def task(ctx):
+        ctx.set_stage("student: KD", 1, 2)
+        ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.5)
+        gate.wait(30)
+
+    job = common.manager().submit_task(task, "demo job")  # the app's singleton: shared by every tab
+    try:
+        time.sleep(0.2)
+        bars = sidebar_of_a_fresh_session().get("progress")
+        assert len(bars) == 1 and bars[0].proto.value == 75  # (1 + 0.5) / 2 of the job
+        assert bars[0].proto.text.startswith("**demo job**: student: KD · 75% · about")
+    finally:
+        gate.set()
+    assert common.manager().wait(job, 10).status == "done"
+    assert not sidebar_of_a_fresh_session().get("progress")
+
+
+def test_training_lab_trains_a_tiny_student_and_lists_it(runs):
+    at = lab()
+    assert at.selectbox(key="train_method").value == "kd"
+    at.selectbox(key="teacher_run_mnist").set_value(
+        next(r.id for r in runs.list() if r.config["model"] == "mlp1200"))
+    at.selectbox(key="student_mnist").set_value("mlp30")
+    at.number_input(key="epochs_mnist").set_value(1)
+    at.number_input(key="subset_mnist").set_value(512)
+    at.number_input(key="train_T").set_value(3.0)
+    at.run()
+    assert not at.error
+    before = len(table(at))
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    run_until(at, lambda at: at.success)
+    assert at.success[0].value.startswith("Done in")
+    assert re.fullmatch(r"\d+\.\d\d %", at.metric[0].value)
+    assert len(at.get("plotly_chart")) == 2  # loss and accuracy curves
+    links = {link.proto.page for link in at.get("page_link")}
+    assert {"dark_knowledge", "compare"} <= links
+    rows = table(at)
+    assert len(rows) == before + 1
+    new = rows[rows["method"] == "kd"].iloc[0]
+    assert (new["status"], new["student / model"], new["teacher"], new["T"]) == ("done", "mlp30", "mlp1200", 3.0)
+    assert new["train images"] == 512 and 0 <= new["test acc (%)"] <= 100
+
+
+def test_invalid_temperature_shows_an_error_and_starts_nothing(runs):
+    at = lab()
+    before = len(table(at))
+    at.number_input(key="train_T").set_value(0.0).run()
+    assert [e.value for e in at.error] == ["Cannot start: T: temperature T must be greater than 0"]
+    assert at.button(key="train_start").disabled  # AppTest, like a browser, cannot click it
+    assert at.info[0].value.startswith("No job yet")  # nothing was queued
+    assert len(table(at)) == before and len(runs.list()) == 3
+
+
+def test_new_teacher_job_shows_progress_and_cancels(runs):
+    at = lab()
+    before = len(table(at))
+    at.radio(key="teacher_source_mnist").set_value("train a new teacher first").run()
+    at.number_input(key="subset_mnist").set_value(60000).run()  # long enough to cancel mid-run
+    at.button(key="train_start").click().run()
+    run_until(at, lambda at: any("teacher" in p.proto.text for p in at.get("progress")))
+    cancel = next(b for b in at.button if b.key and b.key.startswith("cancel_"))
+    cancel.click().run()
+    run_until(at, lambda at: at.warning)
+    assert at.warning[0].value.startswith("Cancelled")
+    rows = table(at)
+    assert rows["status"].value_counts().get("cancelled") == 1  # the partial teacher is kept
+    assert len(rows) == before + 1  # and no student was started
+
+
+def test_delete_asks_for_confirmation(runs):
+    at = lab()
+    victim = at.selectbox(key="delete_pick").value
+    at.button(key="delete_ask").click().run()
+    assert "cannot be undone" in at.warning[0].value and Path(runs.path(victim)).exists()
+    at.button(key="delete_yes").click().run()
+    assert not at.exception
+    assert not Path(runs.path(victim)).exists() and victim not in table(at).index
