@@ -36,6 +36,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-subset", type=int, default=None, help="use only N training images")
     p.add_argument("--omit-classes", type=int, nargs="*", default=[])
     p.add_argument("--keep-classes", type=int, nargs="*", default=[])
+    p.add_argument("--label", default=d.label, help="free text shown in tables")
+    p.add_argument("--group", default=d.group, help="an id shared by runs that belong together")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")

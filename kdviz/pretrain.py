@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import cli, data
+from . import cli, data, replay
 from .store import ASSETS, RunStore, write_json
 from .train import TrainConfig, evaluate, resolve_device, train
 
@@ -35,17 +35,27 @@ class Recipe:
     command: str  # arguments of `python -m kdviz`
 
 
+def _hinton(stage: str) -> str:
+    """The group and label that make the Hinton page show these runs as one replay."""
+    label = replay.LABEL_PREFIX + replay.STAGE_BY_KEY[stage].title
+    return f"--group {replay.GROUP_PREFIX}pretrained --label {shlex.quote(label)}"
+
+
 _MLP_STUDENT = "--student mlp800 --T 20 --epochs 6 --no-augment --weight-decay 0"
 _MNIST_CNN_STUDENT = "--student cnn_s --dataset mnist --epochs 1 --train-subset 6000 --batch-size 64 --no-augment"
 _CIFAR_STUDENT = "--student resnet8 --dataset cifar10 --epochs 3 --batch-size 64"
 
 RECIPES = [
-    # Hinton, Vinyals & Dean 2015, §3: a dropout + jitter teacher, a 2x800 student
-    # without regularisation, the same student distilled at T = 20, and one that never saw a 3.
-    Recipe("mnist-mlp1200", "train --model mlp1200 --epochs 10"),
-    Recipe("mnist-mlp800", "train --model mlp800 --epochs 6 --no-augment --weight-decay 0"),
-    Recipe("mnist-mlp800-kd", f"distill --teacher pretrained/mnist-mlp1200 {_MLP_STUDENT}"),
-    Recipe("mnist-mlp800-kd-omit3", f"distill --teacher pretrained/mnist-mlp1200 {_MLP_STUDENT} --omit-classes 3"),
+    # Hinton, Vinyals & Dean 2015, §3: a dropout + jitter teacher, a 2x800 student without
+    # regularisation, the same student distilled at T = 20, and students that never saw a 3
+    # or saw only 7s and 8s. The teacher needs its 25 epochs: a KD student inherits its errors.
+    Recipe("mnist-mlp1200", f"train --model mlp1200 --epochs 25 {_hinton('teacher')}"),
+    Recipe("mnist-mlp800", f"train --model mlp800 --epochs 6 --no-augment --weight-decay 0 {_hinton('plain')}"),
+    Recipe("mnist-mlp800-kd", f"distill --teacher pretrained/mnist-mlp1200 {_MLP_STUDENT} {_hinton('distilled')}"),
+    Recipe("mnist-mlp800-kd-omit3", f"distill --teacher pretrained/mnist-mlp1200 {_MLP_STUDENT} --omit-classes 3 "
+                                    f"{_hinton('omit3')}"),
+    Recipe("mnist-mlp800-kd-only78", f"distill --teacher pretrained/mnist-mlp1200 {_MLP_STUDENT} --keep-classes 7 8 "
+                                     f"{_hinton('only78')}"),
     # Feature pages: cnn_l and cnn_s share widths 32/64/128, so FSP matrices compare (Yim 2017).
     Recipe("mnist-cnn_l", "train --model cnn_l --epochs 1 --train-subset 12000 --batch-size 64"),
     Recipe("mnist-cnn_s", "train --model cnn_s --epochs 1 --train-subset 6000 --batch-size 64 --no-augment"),
@@ -138,7 +148,6 @@ def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[st
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(dest)
-    entries = {e["name"]: e for e in manifest["checkpoints"]}
     with tempfile.TemporaryDirectory(prefix="kdviz-pretrain-") as tmp:
         scratch = RunStore(tmp, readonly={"pretrained": dest})
         for recipe in recipes:
@@ -146,8 +155,10 @@ def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[st
                 continue
             print(f"\n== {recipe.name}: python -m kdviz {recipe.command}", flush=True)
             result = train(recipe_config(recipe), scratch, on_row=cli.ProgressBar())
-            entries[recipe.name] = ship(scratch, result.run_id, recipe, dest)
-            print(f"\nshipped {recipe.name}: test acc {entries[recipe.name]['metrics']['test_acc']:.4f}", flush=True)
+            entry = ship(scratch, result.run_id, recipe, dest)
+            print(f"\nshipped {recipe.name}: test acc {entry['metrics']['test_acc']:.4f}", flush=True)
+            # Re-read: another `pretrain --only` may have shipped other checkpoints meanwhile.
+            entries = {e["name"]: e for e in read_manifest(dest)["checkpoints"]} | {recipe.name: entry}
             manifest = {"regenerate": "python -m kdviz pretrain", "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "checkpoints": [entries[n] for n in names if n in entries]}
             write_json(dest / "manifest.json", manifest)
