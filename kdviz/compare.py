@@ -144,6 +144,12 @@ def _params(config: dict) -> int:
     return models.param_count(models.build(config["model"], data.SHAPES[ds], len(data.CLASSES[ds])))
 
 
+def _rank(method: str) -> int:
+    """Rows and legends list the teacher, then COMPARED's methods in order, then any others."""
+    order = ("teacher", *COMPARED)
+    return order.index(method) if method in order else len(order)
+
+
 def label(method: str, arch: str = "") -> str:
     return f"Teacher ({arch})" if method == "teacher" else methods.get(method).label
 
@@ -164,8 +170,7 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
         "ece": metrics.ece(m.logits, labels, ECE_BINS),
         "train_time_s": m.run.summary.get("train_time_s", math.nan),
     } for key, m in members])
-    order = ["teacher", *[k for k in COMPARED if k in set(runs.method)],
-             *sorted(set(runs.method) - {"teacher", *COMPARED})]
+    order = sorted(set(runs.method), key=lambda m: (_rank(m), m))
     by = runs.groupby("method", sort=False)
     mean = by[["test_acc", "agreement", "kl", "ece", "train_time_s"]].mean().reindex(order)
     plain = mean.test_acc.get("plain", math.nan)
@@ -220,8 +225,13 @@ def curves(store: RunStore, runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataF
             elif row.get("kind") == "step":
                 steps += [{**who, "step": row["step"], "stage": row["stage"], "term": term, "value": row[term]}
                           for term in methods.TERMS if term in row]
-    return (pd.DataFrame(epochs, columns=["method", "run", "seed", "epoch", "stage", "test_acc"]),
-            pd.DataFrame(steps, columns=["method", "run", "seed", "step", "stage", "term", "value"]))
+
+    def ordered(rows, columns):  # so that legends list the methods in the table's order
+        frame = pd.DataFrame(rows, columns=columns)
+        return (frame.assign(rank=frame.method.map(_rank)).sort_values(["rank", "method", "seed", "run"], kind="stable")
+                .drop(columns="rank"))
+    return (ordered(epochs, ["method", "run", "seed", "epoch", "stage", "test_acc"]),
+            ordered(steps, ["method", "run", "seed", "step", "stage", "term", "value"]))
 
 
 # ---------------------------------------------------------------- export

@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from kdviz import cli, compare, methods
+from kdviz import store as store_module
 from kdviz.store import RunInfo, RunStore
 from kdviz.train import TrainConfig
 
@@ -169,8 +170,9 @@ def app(monkeypatch, tmp_path):
     st.cache_data.clear()
 
 
-def test_page_without_runs_explains_how_to_start(app):
+def test_page_without_runs_explains_how_to_start(app, monkeypatch, tmp_path):
     root, open_page = app
+    monkeypatch.setattr(store_module, "ASSETS", tmp_path / "no-shipped-runs")  # a bare checkout
     at = open_page()
     assert not at.exception
     infos = " ".join(i.value for i in at.info)

@@ -14,6 +14,13 @@ from plotly.subplots import make_subplots
 from . import DIVERGING, SEQUENTIAL, layout, method_color
 from .training import TERM_LABELS
 
+LEGEND_BELOW = dict(legend=dict(orientation="h", yanchor="top", y=-0.22), margin=dict(b=110))
+
+
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """A horizontal legend under the x-axis title (long method names do not fit beside a plot)."""
+    return fig.update_layout(**LEGEND_BELOW)
+
 
 def _runs_by_method(frame: pd.DataFrame, names: dict[str, str]):
     """(method, run, rows, legend name, whether to show it) per run: one legend entry per method."""
@@ -35,8 +42,8 @@ def accuracy_curves(epochs: pd.DataFrame, names: dict[str, str]) -> go.Figure:
             customdata=np.stack([rows.stage, rows.seed.astype(str)], axis=1),
             hovertemplate="%{customdata[0]} · seed %{customdata[1]}<br>epoch %{x}: %{y:.2f} %<extra>"
                           + name + "</extra>"))
-    return layout(fig, "Test accuracy per epoch", xaxis_title="epoch (all stages)",
-                  yaxis_title="test accuracy (%)", xaxis_dtick=1, legend=dict(orientation="h", y=-0.2))
+    return _legend_below(layout(fig, "Test accuracy per epoch", height=420, xaxis_title="epoch (all stages)",
+                                yaxis_title="test accuracy (%)", xaxis_dtick=1))
 
 
 def loss_curves(steps: pd.DataFrame, names: dict[str, str]) -> go.Figure:
@@ -46,15 +53,16 @@ def loss_curves(steps: pd.DataFrame, names: dict[str, str]) -> go.Figure:
     shown = set()
     for col, term in enumerate(terms, 1):
         for method, run, rows, name, _ in _runs_by_method(steps[steps.term == term], names):
-            fig.add_trace(go.Scatter(x=rows.step, y=rows.value, mode="lines", name=name, legendgroup=method,
+            fig.add_trace(go.Scatter(x=rows.step, y=rows.value, mode="lines+markers", name=name, legendgroup=method,
                                      showlegend=method not in shown, line=dict(color=method_color(method), width=1.5),
+                                     marker=dict(size=4),
                                      hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra>{TERM_LABELS[term]}</extra>"),
                           row=1, col=col)
             shown.add(method)
         fig.update_yaxes(type="log", row=1, col=col)
         fig.update_xaxes(title_text="training step", row=1, col=col)
     fig.update_yaxes(title_text="loss (log scale)", row=1, col=1)
-    return layout(fig, "Loss terms per step", legend=dict(orientation="h", y=-0.3))
+    return _legend_below(layout(fig, "Loss terms per step", height=420))
 
 
 def reliability_diagram(bins: dict[str, dict], names: dict[str, str]) -> go.Figure:
@@ -69,9 +77,8 @@ def reliability_diagram(bins: dict[str, dict], names: dict[str, str]) -> go.Figu
             line=dict(color=method_color(method), dash="dot" if method == "teacher" else "solid"),
             customdata=b["count"][filled],
             hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>%{customdata:.0f} images<extra></extra>"))
-    return layout(fig, "Reliability diagram (test set)", height=420, xaxis_title="mean confidence in bin",
-                  yaxis_title="accuracy in bin", xaxis_range=[0, 1.02], yaxis_range=[0, 1.02],
-                  legend=dict(orientation="h", y=-0.2))
+    return _legend_below(layout(fig, "Reliability diagram (test set)", height=480, xaxis_title="mean confidence in bin",
+                                yaxis_title="accuracy in bin", xaxis_range=[0, 1.02], yaxis_range=[0, 1.02]))
 
 
 def per_class_heatmap(per_class: pd.DataFrame, names: dict[str, str], relative_to: str | None = None) -> go.Figure:
