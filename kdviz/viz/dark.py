@@ -65,8 +65,8 @@ def class_map(coords: np.ndarray, classes: list[str]) -> go.Figure:
 def dark_examples(images, probs: np.ndarray, labels, classes: list[str]) -> go.Figure:
     """Each image above its soft targets (T = 1), the true class dark, the others coloured."""
     n = len(probs)
-    fig = make_subplots(2, n, row_heights=[0.45, 0.55], vertical_spacing=0.08, horizontal_spacing=0.02,
-                        subplot_titles=[f"{classes[int(y)]}: {1 - p[int(y)]:.1%} elsewhere"
+    fig = make_subplots(2, n, row_heights=[0.45, 0.55], vertical_spacing=0.06, horizontal_spacing=0.02,
+                        subplot_titles=[f"{classes[int(y)]}<br>{1 - p[int(y)]:.0%} elsewhere"
                                         for p, y in zip(probs, labels)])
     for k in range(n):
         y = int(labels[k])
@@ -80,4 +80,4 @@ def dark_examples(images, probs: np.ndarray, labels, classes: list[str]) -> go.F
     fig.update_yaxes(type="log", range=[-5, 0], showticklabels=False, row=2)
     fig.update_yaxes(showticklabels=True, title_text="probability (log)", row=2, col=1)
     fig.update_annotations(font_size=11)
-    return layout(fig, height=420)
+    return layout(fig, height=440).update_layout(margin=dict(t=50))  # room for two-line captions

@@ -19,16 +19,17 @@ def image_captions(indices, labels, predicted, classes: list[str]) -> list[str]:
 
 
 def image_strip(images, captions: list[str], selected: int | None = None) -> go.Figure:
-    """A row of test images with captions; the selected one's caption is marked ▶."""
+    """A row of test images, each captioned on narrow lines; the selected one's caption is marked ▶."""
     n = len(images)
+    lines = [c.replace(": ", "<br>").replace(" → ", "<br>→ ") for c in captions]
     fig = make_subplots(1, n, horizontal_spacing=0.01,
-                        subplot_titles=[("▶ " if k == selected else "") + c for k, c in enumerate(captions)])
+                        subplot_titles=[("▶ " if k == selected else "") + c for k, c in enumerate(lines)])
     for k, image in enumerate(images):
         fig.add_trace(image_trace(image), 1, k + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_annotations(font_size=11)
-    return layout(fig, height=150)
+    fig.update_annotations(font_size=10)
+    return layout(fig, height=190).update_layout(margin=dict(l=10, r=10, t=60, b=5))
 
 
 def _probability_axis(fig: go.Figure, log_y: bool, **where) -> None:
