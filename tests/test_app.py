@@ -82,16 +82,17 @@ def test_sidebar_shows_device_data_and_live_jobs(runs):
     assert captions[0].startswith("**Device:** CPU (") and "threads)" in captions[0]
     assert any(c.startswith("MNIST: data folder") for c in captions)
     assert "No training job is running." in captions and not sidebar.get("progress")
-    gate = threading.Event()
+    reported, gate = threading.Event(), threading.Event()
 
     def task(ctx):
         ctx.set_stage("student: KD", 1, 2)
         ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.5)
+        reported.set()
         gate.wait(30)
 
     job = common.manager().submit_task(task, "demo job")  # the app's singleton: shared by every tab
     try:
-        time.sleep(0.2)
+        assert reported.wait(10)
         bars = sidebar_of_a_fresh_session().get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 75  # (1 + 0.5) / 2 of the job
         assert bars[0].proto.text.startswith("**demo job**: student: KD · 75% · about")

@@ -7,6 +7,7 @@ import weakref
 
 import pandas as pd
 import pytest
+import torch
 
 from kdviz import jobs
 from kdviz.jobs import JobManager
@@ -67,11 +68,41 @@ def test_jobs_from_many_threads_all_finish_with_complete_metrics(store):
         assert v.result["run_id"] == v.run_ids[0] and store.get(v.run_ids[0]).status == "done"
 
 
+def test_cancels_from_many_threads_lose_no_job(store):
+    mgr = JobManager(store, max_concurrent=2)
+    gate = threading.Event()
+
+    def task(ctx):
+        while not ctx.should_stop():
+            if gate.is_set():
+                return {"finished": True}
+            time.sleep(0.005)
+
+    ids = [mgr.submit_task(task, f"job {i}") for i in range(8)]
+    go = threading.Barrier(4)
+
+    def cancel_some(part):
+        go.wait()
+        for job_id in ids[part::4][:1]:  # jobs 0-3: two running, two queued
+            assert mgr.cancel(job_id)
+        mgr.list()
+
+    threads = [threading.Thread(target=cancel_some, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gate.set()
+    views = [mgr.wait(i, 10) for i in ids]
+    assert [v.status for v in views] == ["cancelled"] * 4 + ["done"] * 4
+    assert [v.result for v in views[4:]] == [{"finished": True}] * 4
+    assert len(mgr.list()) == 8
+
+
 def test_queue_is_fifo_and_shows_positions(store):
     mgr = JobManager(store)  # default: one at a time
     gate = threading.Event()
     first = mgr.submit_task(lambda ctx: gate.wait(30) and None, "blocker")
-    time.sleep(0.2)
     second = mgr.submit_task(lambda ctx: {"order": 2}, "second")
     third = mgr.submit_task(lambda ctx: {"order": 3}, "third")
     assert mgr.get(first).status == "running"
@@ -156,6 +187,22 @@ def test_finished_job_releases_its_model(store):
     assert model_ref[0]() is None  # the job dropped its task, so its model (GPU memory) is freed
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_memory_is_released_after_done_and_cancelled_jobs(store):
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    mgr = JobManager(store)
+    assert mgr.wait(mgr.submit(tiny(device="cuda")), 120).status == "done"
+    assert torch.cuda.memory_allocated() == before
+    job = mgr.submit(tiny(device="cuda", train_subset=20000, epochs=3))
+    while not mgr.get(job).history:
+        time.sleep(0.01)
+    assert torch.cuda.memory_allocated() > before  # the running job holds its data and models
+    mgr.cancel(job)
+    assert mgr.wait(job, 60).status == "cancelled"
+    assert torch.cuda.memory_allocated() == before
+
+
 def test_teacher_then_student_runs_two_linked_stages(store):
     mgr = JobManager(store)
     task = jobs.teacher_then_student(tiny(), tiny(method="kd", T=3.0))
@@ -181,21 +228,20 @@ def test_multi_run_method_is_one_job_with_every_run_linked(store):
 
 def test_progress_and_eta_follow_the_stages(store):
     mgr = JobManager(store)
-    seen = {}
-    gate = threading.Event()
+    reported, gate = threading.Event(), threading.Event()
 
     def task(ctx):
         ctx.set_stage("student", 1, 4)
         ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.5)
-        seen["progress"] = mgr.get(job).progress
+        reported.set()
         gate.wait(5)
 
     job = mgr.submit_task(task, "staged")
-    time.sleep(0.3)
+    assert reported.wait(5)
     view = mgr.get(job)
     gate.set()
-    assert seen["progress"] == pytest.approx((1 + 0.5) / 4)
-    assert view.stage == "student" and view.eta_s is not None and view.eta_s >= 0
+    assert view.progress == pytest.approx((1 + 0.5) / 4) and view.stage == "student"
+    assert view.eta_s is not None and view.eta_s >= 0
     assert mgr.wait(job, 5).progress == 1.0 and mgr.get(job).eta_s is None
 
 
