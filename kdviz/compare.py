@@ -34,15 +34,19 @@ def new_group_id() -> str:
 
 def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list[train.TrainConfig], list[str]]:
     """Configs for every compared method that fits teacher ``base.teacher`` and student
-    ``base.model`` (times ``seeds`` seeds, counting up from ``base.seed``), all in one group,
-    and one note per method that does not fit.
+    ``base.model`` (times ``seeds`` seeds, counting up from ``base.seed``), all in one group
+    (``base.group``, else a new id; always starting with GROUP_PREFIX), and one note per
+    method that does not fit.
 
     A method fits when the trainer's layer checks pass and every loss term of every
     stage computes on a probe batch (AT and FSP need conv feature maps, FSP equal
     channel widths, Yim et al. 2017; a FitNets hint must be reachable from the
     guided layer), so a method left out is one whose run would fail.
     """
-    base = train.validate(dataclasses.replace(base, method="plain", group=base.group or new_group_id()))
+    group = base.group or new_group_id()
+    if not group.startswith(GROUP_PREFIX):
+        group = GROUP_PREFIX + group  # the Compare page finds its groups by this prefix
+    base = train.validate(dataclasses.replace(base, method="plain", group=group))
     if not base.teacher:
         raise ValueError("teacher: a comparison needs a teacher run")
     if seeds < 1:

@@ -85,7 +85,8 @@ dataset = in_group[group][0].config.get("dataset", "mnist")
 active = [j for j in common.manager().list() if j.group == group and j.active]
 if active:
     st.info(f"{len(active)} run(s) of this group are still queued or training (see the sidebar); "
-            "the table shows the finished ones. Reload the page to add new ones.")
+            "the table shows the finished ones.")
+    st.button("↻ Add the runs finished since", key="cmp_refresh")  # a click reruns the page
 for r in in_group[group]:
     if r.status in ("failed", "damaged"):
         st.warning(f"Run {r.id} {r.status}: {r.reason or r.error}")

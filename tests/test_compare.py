@@ -29,6 +29,8 @@ def test_plan_queues_every_method_and_seed_as_one_group(tiny_store):
     assert len({c.group for c in configs}) == 1 and configs[0].group.startswith("compare-")
     assert {(c.model, c.teacher, c.epochs, c.train_subset, c.dataset) for c in configs} == {
         ("cnn_s", tiny_store.runs["cnn_teacher"], 2, 500, "mnist")}
+    named, _ = compare.plan(tiny_store, TrainConfig(model="cnn_s", teacher=base.teacher, group="lecture-1"))
+    assert {c.group for c in named} == {"compare-lecture-1"}  # findable by the Compare page
 
 
 @pytest.mark.parametrize("teacher,student,kept,reason", [
