@@ -270,13 +270,14 @@ def test_curves_continue_across_job_stages():
     fig = viz.loss_figure(history, "kd")
     by_name = {t.name: t for t in fig.data}
     assert list(by_name["teacher: CE (hard labels)"].x) == [10, 20]
-    assert list(by_name["student: KD: KD: T²·KL(teacher‖student)"].x) == [30]  # steps continue after the teacher
-    assert list(by_name["student: KD: weighted total"].y) == [0.5]
+    assert list(by_name["student: KD: T²·KL(teacher‖student)"].x) == [30]  # steps continue after the teacher
+    assert list(by_name["student: weighted total"].y) == [0.5]
     assert "teacher: weighted total" not in by_name  # one term: its total is the term itself
-    assert [s.x0 for s in fig.layout.shapes] == [29.5]  # stage line between the two runs
+    assert [s.x0 for s in fig.layout.shapes] == [25]  # stage line between the two runs
+    assert [a.text for a in fig.layout.annotations] == ["student · KD"]
     acc = viz.accuracy_figure(history, "kd")
     test = {t.name: (list(t.x), list(t.y)) for t in acc.data}
-    assert test["teacher: test"] == ([1], [60.0]) and test["student: KD: test"] == ([2], [80.0])
+    assert test["teacher: test"] == ([1], [60.0]) and test["student: test"] == ([2], [80.0])
     assert viz.accuracy_figure(history[:2]).layout.annotations[0].text == "appears after the first epoch"
 
 

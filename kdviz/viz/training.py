@@ -5,6 +5,7 @@ Input is a job's metric history: the trainer's rows (``kind`` "step" or
 "teacher" then "student: KD"). Steps and epochs restart in every job stage,
 so the x axes count them across the whole job, and a dotted line marks where
 a new stage (job stage or trainer stage, e.g. FitNets' hint stage) begins.
+Legends name a job stage by its first word ("teacher", "student").
 """
 from __future__ import annotations
 
@@ -35,18 +36,22 @@ def _segments(history, kind: str):
     return segments
 
 
+def _short(job_stage: str) -> str:
+    """'student: FitNets (hint, then KD)' -> 'student' (the method is in the job's label)."""
+    return job_stage.split(":")[0]
+
+
 def _stage_lines(fig: go.Figure, segments) -> None:
-    """A dotted line and a label where each stage after the first begins."""
-    seen, previous = [], None
+    """A dotted line between the last point of a stage and the first of the next, named after the new one."""
+    previous = None  # (x, job stage, trainer stage)
     for name, points in segments.items():
         for x, row in points:
-            stage = (name, row.get("stage"))
-            if previous is not None and stage != previous:
-                seen.append((x, " · ".join(s for s in stage if s)))
-            previous = stage
-    for x, text in seen:
-        fig.add_vline(x=x - 0.5, line_dash="dot", line_color="#999", annotation_text=text,
-                      annotation_position="top left")
+            stage = row.get("stage", "")
+            if previous and (name, stage) != previous[1:]:
+                text = stage if name == previous[1] else " · ".join(filter(None, (_short(name), stage)))
+                fig.add_vline(x=(previous[0] + x) / 2, line_dash="dot", line_color="#999", annotation_text=text,
+                              annotation_position="top right")
+            previous = (x, name, stage)
 
 
 def _color(job_stage: str, method: str) -> str:
@@ -63,12 +68,12 @@ def loss_figure(history, method: str = "plain") -> go.Figure:
         terms = [t for t in TERM_LABELS if any(t in row for _, row in points)]
         for term in terms:
             fig.add_trace(go.Scatter(x=xs, y=[row.get(term) for _, row in points], mode="lines",
-                                     name=f"{name}: {TERM_LABELS[term]}" if many else TERM_LABELS[term],
+                                     name=f"{_short(name)}: {TERM_LABELS[term]}" if many else TERM_LABELS[term],
                                      line=dict(color=TERM_COLORS[term], width=1.5,
                                                dash="dot" if name == "teacher" else "solid")))
         if len(terms) > 1:
             fig.add_trace(go.Scatter(x=xs, y=[row["loss"] for _, row in points], mode="lines",
-                                     name=f"{name}: weighted total" if many else "weighted total",
+                                     name=f"{_short(name)}: weighted total" if many else "weighted total",
                                      line=dict(color=_color(name, method), width=3)))
     _stage_lines(fig, segments)
     layout(fig, "Loss per step", xaxis_title="training step (whole job)", yaxis_title="loss (log scale)",
@@ -84,7 +89,7 @@ def accuracy_figure(history, method: str = "plain") -> go.Figure:
     for name, points in segments.items():
         xs = [x for x, _ in points]
         color = _color(name, method)
-        prefix = f"{name}: " if name else ""
+        prefix = f"{_short(name)}: " if len(segments) > 1 else ""
         for key, label, dash in (("test_acc", "test", "solid"), ("train_acc", "train (during the epoch)", "dash")):
             fig.add_trace(go.Scatter(x=xs, y=[100 * row[key] for _, row in points], mode="lines+markers",
                                      name=f"{prefix}{label}", line=dict(color=color, dash=dash)))
