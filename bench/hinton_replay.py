@@ -23,7 +23,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in ("teacher_epochs", "student_epochs", "teacher_lr", "student_lr", "T", "alpha", "train_subset"):
         default = getattr(d, name)
-        ap.add_argument(f"--{name.replace('_', '-')}", type=type(default) if default is not None else int, default=default)
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int if default is None else type(default), default=default)
     ap.add_argument("--sweep-30", action="store_true")
     ap.add_argument("--runs", default=None, help="run store (default: a temporary folder)")
     args = ap.parse_args()

@@ -59,7 +59,11 @@ class BiasExperiment:
 
     @property
     def digits(self) -> str:
-        return " and ".join(str(c) for c in self.classes)
+        return " and ".join(str(c) for c in self.classes)  # "7 and 8"
+
+    @property
+    def plural(self) -> str:
+        return " and ".join(f"{c}s" for c in self.classes)  # "7s and 8s"
 
 
 OMIT3 = BiasExperiment("omit3", (3,), paper_shift=3.5, shift_range=(-2.0, 10.0))

@@ -26,7 +26,7 @@ if ds is None:
 y = ds.test_y.numpy()
 if ds.is_sample:
     st.warning(f"**Sample data: {ds.source}.** The replay runs on it and reports its own numbers, out of "
-               f"{len(y):,} test digits; the paper's are out of the full 10,000, so compare the pattern, not the counts.")
+               f"{len(y):,} test digits; the paper's are out of the full 10,000: compare the pattern, not the counts.")
 else:
     st.caption(f"Data: {ds.source}.")
 mgr = common.manager()
@@ -44,7 +44,7 @@ with st.expander("Start a new replay", expanded=not choices):
     d = replay.ReplayConfig()
     c1, c2 = st.columns(2)
     teacher_epochs = c1.number_input("Teacher epochs", min_value=1, value=d.teacher_epochs, key="hinton_t_epochs",
-                                     help="Passes over the 60,000 training images, each randomly shifted by up to 2 px.")
+                                     help="Passes over the training images, each randomly shifted by up to 2 px.")
     student_epochs = c2.number_input("Epochs of each student", min_value=1, value=d.student_epochs,
                                      key="hinton_s_epochs")
     sweep_30 = st.checkbox("Also train 30-unit students at T = 1, 2.5, 4, 8 and 20 (optional stage 6)",
@@ -96,7 +96,8 @@ def finished_stages(show: bool = False) -> dict:
                               f"{replay.STAGE_BY_KEY[k].title}" for k in keys))
         for key, run in runs.items():
             if run.status in ("failed", "interrupted"):
-                st.error(f"Stage “{replay.STAGE_BY_KEY[key].title}” {run.status}: {run.reason or 'no reason recorded'}")
+                st.error(f"Stage “{replay.STAGE_BY_KEY[key].title}” {run.status}: "
+                         f"{run.reason or 'no reason recorded'}")
     return {k: r for k, r in runs.items() if r.status == "done"}
 
 
@@ -142,13 +143,15 @@ def bias_section(exp: replay.BiasExperiment, title: str, intro: str) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Test errors", f"{errors:,} / {sweep.n_test:,}", delta=errors - base_errors, delta_color="inverse",
               help="Change against no shift.")
-    c2.metric(f"{exp.digits}s wrong", f"{class_errors:,} / {sweep.n_class:,}", delta=class_errors - base_class,
+    c2.metric(f"{exp.plural} wrong", f"{class_errors:,} / {sweep.n_class:,}", delta=class_errors - base_class,
               delta_color="inverse")
-    c3.metric("Best shift found", f"{sweep.best:+.1f}", help=f"Fewest test errors; the paper's: {exp.paper_shift:+.1f}.")
-    st.plotly_chart(viz.shift_curve(sweep.shifts, sweep.errors, sweep.class_errors, exp.digits, sweep.n_test,
-                                    sweep.n_class, exp.paper_shift, sweep.best, shift), key=f"curve_{exp.stage}")
+    c3.metric("Best shift found", f"{sweep.best:+.1f}",
+              help=f"The shift with the fewest test errors; the paper used {exp.paper_shift:+.1f}.")
+    st.plotly_chart(viz.shift_curve(sweep.shifts, sweep.errors, sweep.class_errors, exp.digits, exp.plural,
+                                    sweep.n_test, sweep.n_class, exp.paper_shift, sweep.best, shift),
+                    key=f"curve_{exp.stage}")
     st.plotly_chart(viz.confusion_rows(replay.before_after(logits, y, exp, shift), ds.classes,
-                                       f"What the {exp.digits}s were predicted as"), key=f"confusion_{exp.stage}")
+                                       f"What the {exp.plural} were predicted as"), key=f"confusion_{exp.stage}")
 
 
 bias_section(replay.OMIT3, "The omitted 3",

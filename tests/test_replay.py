@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from kdviz import cli, data, replay, train
 from kdviz.jobs import JobManager
 from kdviz.store import RunStore
+from kdviz.viz import replay as viz
 
 from .conftest import ROOT, needs_data
 
@@ -124,6 +125,19 @@ def test_table_puts_each_number_in_its_row():
     assert shown["This run"].tolist()[:2] == ["1 / 200", "…"]
     assert shown["Paper"].tolist()[:2] == ["67 / 10,000", "146 / 10,000"]
     assert "47.3 %" in shown["Paper"].tolist()
+
+
+def test_figures_mark_the_shifts_and_show_the_counts():
+    shifts = replay.OMIT3.grid
+    fig = viz.shift_curve(shifts, np.arange(len(shifts)), np.arange(len(shifts)) // 2, "3", "3s", 10_000, 1_010,
+                          paper_shift=3.5, best_shift=2.1, chosen_shift=-1.0)
+    assert sorted(shape.x0 for shape in fig.layout.shapes) == [-1.0, 2.1, 3.5]
+    assert [t.name for t in fig.data] == ["all test errors (of 10,000)", "3s wrong (of 1,010)"]
+    rows = replay.before_after(_planted_logits(np.tile(np.arange(10), 3), 0), np.tile(np.arange(10), 3),
+                               replay.ONLY78, -1.0)
+    assert list(rows) == ["no shift (7s)", "shift -1.0 (7s)", "no shift (8s)", "shift -1.0 (8s)"]
+    heat = viz.confusion_rows(rows, data.CLASSES["mnist"], "What the 7s and 8s were predicted as")
+    assert np.asarray(heat.data[0].z).tolist()[0] == [0] * 7 + [3, 0, 0]  # the three 7s, all called 7
 
 
 # ---------------------------------------------------------------- a miniature replay

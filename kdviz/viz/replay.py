@@ -8,14 +8,14 @@ import plotly.graph_objects as go
 from . import SEQUENTIAL, layout, method_color
 
 
-def shift_curve(shifts, errors, class_errors, digits: str, n_test: int, n_class: int,
+def shift_curve(shifts, errors, class_errors, digits: str, plural: str, n_test: int, n_class: int,
                 paper_shift: float, best_shift: float, chosen_shift: float) -> go.Figure:
-    """Test errors and errors on the shifted digits as the bias shift moves; the
-    paper's shift, the best one found and the slider's are marked."""
+    """Test errors and errors on the shifted digits (``digits`` "7 and 8", ``plural``
+    "7s and 8s") as the bias shift moves; the paper's, the best and the slider's shifts are marked."""
     kd = method_color("kd")  # every curve here is the distilled student's
     fig = go.Figure([
         go.Scatter(x=shifts, y=errors, name=f"all test errors (of {n_test:,})", line=dict(color=kd)),
-        go.Scatter(x=shifts, y=class_errors, name=f"{digits}s wrong (of {n_class:,})",
+        go.Scatter(x=shifts, y=class_errors, name=f"{plural} wrong (of {n_class:,})",
                    line=dict(color=kd, dash="dash")),
     ])
     for x, text, dash, pos in ((paper_shift, f"paper {paper_shift:+.1f}", "dot", "top left"),
@@ -44,7 +44,9 @@ def temperature_curve(temperatures, errors, n_test: int, best_band: tuple[float,
     """Test errors of the 30-unit students against T, with the paper's best range shaded."""
     fig = go.Figure(go.Scatter(x=temperatures, y=errors, mode="lines+markers", name="30-unit student",
                                line=dict(color=method_color("kd"))))
-    fig.add_vrect(x0=best_band[0], x1=best_band[1], fillcolor="#bbbbbb", opacity=0.3, line_width=0,
-                  annotation_text="paper: best", annotation_position="top left")
-    return layout(fig, "30 units per layer: test errors vs temperature", xaxis_title="temperature T (log scale)",
-                  yaxis_title=f"test errors (of {n_test:,})", xaxis_type="log")
+    # No annotation on the band: on a log axis plotly reads an annotation's x as log10(x).
+    fig.add_vrect(x0=best_band[0], x1=best_band[1], fillcolor="#bbbbbb", opacity=0.3, line_width=0)
+    band = f"T {best_band[0]:g}–{best_band[1]:g}"
+    return layout(fig, f"30 units per layer: test errors vs T (grey: the paper's best, {band})",
+                  xaxis=dict(title="temperature T (log scale)", type="log", tickvals=list(temperatures)),
+                  yaxis_title=f"test errors (of {n_test:,})")
