@@ -11,6 +11,17 @@ import torch
 from kdviz import data, jobs, models, train
 from kdviz.store import RunError, RunStore
 
+# A folder named pages/ beside app.py makes Streamlit start each process in its
+# legacy multipage mode until st.navigation first runs: a tab that opens (or
+# reconnects to) /train first would run that page alone, without app.py's
+# navigation and sidebar. Every page imports this module, so on the first import
+# switch the process to st.navigation mode and rerun through app.py.
+from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
+
+if PagesManager.uses_pages_directory:
+    PagesManager.uses_pages_directory = False
+    st.rerun()
+
 
 @st.cache_resource
 def store() -> RunStore:

@@ -42,3 +42,21 @@ def test_page_renders_without_error(server, page, path):
     assert_no_errors(page)
     assert page.get_by_test_id("stSidebar").inner_text().count("Device") == 1
     page.screenshot(path=str(ARTIFACTS / f"page-{path or 'home'}.png"), full_page=True)
+
+
+def test_first_request_to_a_page_url_still_runs_the_app_shell(tiny_store, browser, tmp_path):
+    """A fresh server whose first visitor opens /train (a reconnecting tab) gets the full app."""
+    shutil.copytree(tiny_store.root, tmp_path / "runs")
+    srv = AppServer({"KDVIZ_RUNS": str(tmp_path / "runs")})
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        page.goto(f"{srv.url}/train")
+        wait_for_run(page)
+        assert_no_errors(page)
+        sidebar = page.get_by_test_id("stSidebar").inner_text()
+        assert "Device" in sidebar and "Inside the student" in sidebar and "common" not in sidebar
+        page.screenshot(path=str(ARTIFACTS / "first-request-train.png"), full_page=True)
+    finally:
+        ctx.close()
+        srv.close()
