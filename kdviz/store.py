@@ -157,8 +157,10 @@ class RunStore:
             info.status, info.reason, info.started = st["status"], st.get("reason", ""), st.get("time", 0.0)
             if info.status in ("running", "queued") and not _pid_alive(st.get("pid", -1)):
                 info.status, info.reason = "interrupted", "the app stopped while this run was training"
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            info.status = "done" if info.readonly else "unknown"
+        except FileNotFoundError:  # shipped runs have none; a new run gets it right after its config
+            info.status = "done" if info.readonly else "starting"
+        except (json.JSONDecodeError, KeyError):
+            info.status = "unknown"
         try:
             info.summary = json.loads((path / "summary.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):

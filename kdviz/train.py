@@ -143,6 +143,9 @@ def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.
                 if name not in feats:
                     raise ValueError(f"{field_name}: {side} {model.arch} has no feature {name!r}; "
                                      f"it has {', '.join(feats) or 'none'}")
+        if field_name == "hint_layer" and s_feats[cfg.guided_layer].dim() != t_feats[cfg.hint_layer].dim():
+            raise ValueError(f"hint_layer: the teacher's {cfg.hint_layer} and the student's {cfg.guided_layer} "
+                             "must both be feature maps or both be vectors (a regressor cannot map one to the other)")
         if field_name in ("at_layers", "fsp_layers"):
             if not names or any(s_feats[n].dim() != 4 or t_feats[n].dim() != 4 for n in names):
                 raise ValueError(f"{field_name}: {cfg.method} needs spatial feature maps, and "
@@ -290,6 +293,18 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
             sums = torch.zeros(len(stage.weights) + 1, device=device)  # loss parts + total, since last log
             correct = torch.zeros((), device=device)
             seen = n_log = 0
+
+            def log_losses():
+                nonlocal n_log
+                vals = (sums / n_log).tolist()  # the only host sync, once per log interval
+                if not all(math.isfinite(v) for v in vals):
+                    raise NonFiniteLoss(f"loss became {vals[-1]} at step {step} (stage {stage.name}); "
+                                        "lower the learning rate")
+                emit({"kind": "step", "stage": stage.name, "epoch": epoch, "step": step,
+                      "lr": sched.get_last_lr()[0], "loss": vals[-1], **dict(zip(stage.weights, vals))})
+                sums.zero_()
+                n_log = 0
+
             for idx, xb, yb in batches:
                 if should_stop and should_stop():
                     stopped = True
@@ -319,17 +334,12 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 seen += len(yb)
                 n_log += 1
                 step += 1
-                if n_log == cfg.log_every or step == total:
-                    vals = (sums / n_log).tolist()  # the only host sync, once per log interval
-                    if not all(math.isfinite(v) for v in vals):
-                        raise NonFiniteLoss(f"loss became {vals[-1]} at step {step} (stage {stage.name}); "
-                                            "lower the learning rate")
-                    emit({"kind": "step", "stage": stage.name, "epoch": epoch, "step": step,
-                          "lr": sched.get_last_lr()[0], "loss": vals[-1], **dict(zip(stage.weights, vals))})
-                    sums.zero_()
-                    n_log = 0
+                if n_log == cfg.log_every:
+                    log_losses()
                 if step >= total:
                     break
+            if n_log:
+                log_losses()  # the epoch's last steps, so a short stage still shows its loss
             if stopped and seen == 0 and row is not None:
                 break  # stopped between epochs: the last evaluation and checkpoint stand
             metrics = evaluate(student, ds, device)
