@@ -186,3 +186,18 @@ def attributions(model, x: torch.Tensor, target: int, baselines: torch.Tensor,
     return {title: None if method == "gradcam" and model.kind != "conv"
             else attribute(model, x, target, method, baselines, smoothgrad)[0]
             for method, title in ATTRIBUTIONS.items()}
+
+
+def relation_batch(labels: torch.Tensor, per_class: int = 5, seed: int = 0) -> torch.Tensor:
+    """Indices of a small batch, ``per_class`` random test images of each class, sorted by class."""
+    g = torch.Generator().manual_seed(seed)
+    picks = [idx[torch.randperm(len(idx), generator=g)[:per_class]]
+             for c in labels.unique() if len(idx := (labels == c).nonzero().flatten())]
+    return torch.cat(picks)
+
+
+@torch.no_grad()
+def relation_matrix(model: models.TapModel, x: torch.Tensor) -> torch.Tensor:
+    """RKD's view of a batch (Park et al. 2019): distances between the images'
+    embeddings, divided by their mean, so teacher and student are comparable."""
+    return losses.rkd_distance_matrix(features(model, x)[model.embedding_layer])

@@ -11,7 +11,7 @@ STUDENT_FOR = {"cnn_l": "cnn_s", "cnn_s": "cnn_s", "resnet56": "resnet8", "resne
                "resnet32x4": "resnet8x4", "wrn40_2": "wrn16_2", "wrn40_1": "wrn16_1", "mlp1200": "mlp800"}
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
 
-st.title("📊 Compare distillation methods")
+st.title("Compare distillation methods")
 st.caption("A plain student, KD, FitNets, attention transfer, FSP and KD + AT, all with the same teacher, "
            "student architecture, data, epochs and seeds: which helps, by how much, and at what cost.")
 store = common.store()
@@ -32,7 +32,7 @@ def start_form() -> None:
     if not teachers:
         st.info(f"There is no finished run on {data.TITLES[dataset]} to act as the teacher. Train one first "
                 "(e.g. cnn_l for MNIST, resnet56 for CIFAR-10) in the Training lab, then come back.")
-        st.page_link("pages/train.py", label="Open the Training lab", icon="🧪")
+        st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
         return
     teacher = common.pick_run("Teacher run", teachers, key=f"cmp_teacher_{dataset}")
     arch = list(models.MODELS)
@@ -66,7 +66,7 @@ def start_form() -> None:
         st.rerun()  # the sidebar starts following the group
 
 
-with st.expander("Start a comparison", expanded=not group_ids, icon="▶️"):
+with st.expander("Start a comparison", expanded=not group_ids, icon=":material/play_arrow:"):
     start_form()
 
 st.subheader("Results")
@@ -74,7 +74,7 @@ if not group_ids:
     st.info("No comparison has been run yet. Start one above (it appears here when its first run starts), "
             "or from a terminal: `python -m kdviz compare --teacher RUN_ID --student cnn_s --seeds 3`. "
             "It needs a finished teacher run; train one in the Training lab.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon="🧪")
+    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
     st.stop()
 
 in_group = {g: [r for r in all_runs if r.config.get("group") == g] for g in group_ids}

@@ -1,11 +1,11 @@
 """Dark knowledge: which classes the teacher thinks are alike, read from its soft targets."""
 import streamlit as st
 
-from kdviz import analysis, data
+from kdviz import analysis, data, explain
 from kdviz.viz import dark as viz
 from pages import common
 
-st.title("🌑 Dark knowledge")
+st.title("Dark knowledge")
 st.markdown(
     "A trained teacher puts small probabilities on the wrong classes, and they are not random: a 2 "
     "looks a little like a 3 or a 7. Hinton, Vinyals & Dean (2015) called this *dark knowledge*; it is "
@@ -26,7 +26,7 @@ student = students[0]
 if teacher is None:
     st.info(f"No finished teacher run for {data.TITLES[name]} yet. Train one in the Training lab "
             "(e.g. mlp1200 on MNIST or Fashion-MNIST, resnet20 on CIFAR-10), then come back.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon="🧪")
+    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
     st.stop()
 classes, labels = ds.classes, ds.test_y
 common.load_model_or_stop(teacher.id)
@@ -68,7 +68,7 @@ def similarity_view(classes, labels, logits, student_logits):
     if student_logits is None:
         st.info(f"No other finished run for {data.TITLES[name]} to compare with. Distil a student from this "
                 "teacher in the Training lab (method KD), then come back.")
-        st.page_link("pages/train.py", label="Open the Training lab", icon="🧪")
+        st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
         return
     student_similarity, _ = analysis.class_similarity(student_logits, labels, T, len(classes))
     st.plotly_chart(viz.similarity_difference(similarity, student_similarity, classes, student.id),
@@ -78,6 +78,18 @@ def similarity_view(classes, labels, logits, student_logits):
 
 
 similarity_view(classes, labels, logits, student_logits)
+
+st.subheader("Relations between images (relational KD)")
+st.caption("Relational KD (Park et al. 2019) transfers how far apart the teacher places the images of a batch, "
+           "not its outputs. Each square is the distance between two test images' embeddings (the vector before "
+           "the classifier), divided by the mean distance; images are sorted by class, so dark blocks on the "
+           "diagonal mean the classes form tight clusters.")
+batch = explain.relation_batch(labels, per_class=5)
+x = explain.normalize(ds.test_x[batch], name)
+matrices = {f"teacher {teacher.id}": explain.relation_matrix(common.load_model(teacher.id)[0], x).numpy()}
+if student is not None:
+    matrices[f"student {student.id}"] = explain.relation_matrix(common.load_model(student.id)[0], x).numpy()
+st.plotly_chart(viz.relation_matrices(matrices, labels[batch].numpy(), classes), key="dark_relations")
 
 st.subheader("The images that carry the most dark knowledge")
 st.caption("Correctly classified test images with the most probability on wrong classes at T = 1: "

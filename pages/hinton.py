@@ -16,7 +16,7 @@ What it lacks is only the prior: with no 3 in its training set, its output bias 
 too low. Raising that one number repairs most of the errors.
 """
 
-st.title("3️⃣ Hinton's omitted 3")
+st.title("Hinton's omitted 3")
 st.caption("Hinton, Vinyals & Dean 2015, *Distilling the Knowledge in a Neural Network*, §3, replayed on MNIST: "
            "the paper's numbers next to this run's.")
 st.markdown(WHY)
@@ -65,7 +65,7 @@ with st.expander("Start a new replay", expanded=not choices):
 if not choices:
     st.info("No replay yet: press **Start the replay** above. It trains the teacher and four students "
             "(about 15–25 minutes on a laptop CPU, a few on a GPU); this page fills in as each stage finishes.")
-    st.page_link("pages/train.py", label="Training lab: watch the job's curves while it trains", icon="🧪")
+    st.page_link("pages/train.py", label="Training lab: watch the job's curves while it trains", icon=":material/science:")
     st.stop()
 
 if st.session_state.get("hinton_group") in choices:
@@ -83,7 +83,8 @@ group = st.selectbox("Replay", choices, key="hinton_pick", format_func=describe,
 job = next((v for v in jobs if v.group == group), None)  # this process's newest job for the group
 
 
-STATUS_ICONS = {"done": "✅", "running": "⏳", "cancelled": "⏹️", "failed": "❌", "interrupted": "❌"}
+STATUS_ICONS = {"done": ":material/check_circle:", "running": ":material/hourglass_top:",
+                "cancelled": ":material/stop_circle:", "failed": ":material/error:", "interrupted": ":material/error:"}
 
 
 def finished_stages(show: bool = False) -> dict:
@@ -92,7 +93,7 @@ def finished_stages(show: bool = False) -> dict:
     runs = replay.replays(common.store().list()).get(group, {})
     if show:
         keys = [k for k in [s.key for s in replay.STAGES] if k in runs or not k.startswith("t30_")]
-        st.caption(" · ".join(f"{STATUS_ICONS.get(runs[k].status, '❔') if k in runs else '○'} "
+        st.caption(" · ".join(f"{STATUS_ICONS.get(runs[k].status, ':material/help:') if k in runs else '○'} "
                               f"{replay.STAGE_BY_KEY[k].title}" for k in keys))
         for key, run in runs.items():
             if run.status in ("failed", "interrupted"):

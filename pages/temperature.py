@@ -10,7 +10,7 @@ from pages import common
 
 TEACHER = METHOD_COLORS["teacher"]
 
-st.title("🌡️ Temperature")
+st.title("Temperature")
 st.markdown(
     "A teacher's **soft targets** are its softmax at temperature *T*: "
     "$q_i = e^{z_i/T} / \\sum_j e^{z_j/T}$ (Hinton, Vinyals & Dean 2015, eq. 1). At *T* = 1 this is the "
@@ -33,7 +33,7 @@ if teacher is None:
     st.info(f"No finished teacher run {where}yet, so this page shows a **stored example**: the logits of "
             f"MNIST test image #{example['image']} (a {example['label']}) from an mlp1200 teacher, and of an "
             "mlp30 student distilled from it. Train a teacher in the Training lab to explore your own images.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon="🧪")
+    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
     classes = data.CLASSES[example["dataset"]]
     t_logits, s_logits = example["teacher"], example["student"]
     s_name, s_color = "example mlp30 KD student", METHOD_COLORS["kd"]
@@ -43,7 +43,7 @@ else:
     logits = common.test_logits(teacher.id, name)
     filters = st.columns([2, 1])
     only_wrong = filters[0].toggle("Only test images the teacher misclassifies", key="temperature_wrong")
-    if filters[1].button("🎲 Random images", key="temperature_random"):
+    if filters[1].button("Random images", icon=":material/casino:", key="temperature_random"):
         st.session_state.temperature_seed = random.randrange(1_000_000)
     seed = st.session_state.get("temperature_seed", 0)
     gallery = analysis.gallery_indices(logits, ds.test_y, only_wrong, seed)
@@ -58,7 +58,7 @@ else:
     if student is None:
         st.info(f"No student run for {data.TITLES[name]} yet, so the teacher is compared with an untrained "
                 "student (all logits 0). Distil one in the Training lab (method KD).")
-        st.page_link("pages/train.py", label="Open the Training lab", icon="🧪")
+        st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
         s_logits, s_name, s_color = [0.0] * len(classes), "untrained student", method_color("plain")
     else:
         common.load_model_or_stop(student.id)

@@ -94,3 +94,19 @@ def test_born_again_generations(store):
     assert configs[2]["teacher"] == results[1].run_id and configs[1]["teacher"] == results[0].run_id
     with pytest.raises(ValueError, match="use train_all"):
         T.train(TrainConfig(model="mlp30", method="bornagain", **QUICK), store)
+
+
+def test_relation_view_for_rkd(tiny_store):
+    from kdviz import data, explain
+    ds = data.load("mnist")
+    batch = explain.relation_batch(ds.test_y, per_class=3)
+    labels = ds.test_y[batch]
+    assert len(batch) == 30 and labels.tolist() == sorted(labels.tolist())
+    teacher, _ = tiny_store.load_model(tiny_store.runs["cnn_teacher"])
+    x = explain.normalize(ds.test_x[batch], "mnist")
+    d = explain.relation_matrix(teacher, x)
+    off = d[~torch.eye(30, dtype=bool)]
+    assert d.shape == (30, 30) and off.mean().item() == pytest.approx(1.0, rel=1e-5)
+    # a trained teacher puts images of one class closer together than images of different classes
+    same = labels[:, None] == labels[None, :]
+    assert d[same & ~torch.eye(30, dtype=bool)].mean() < d[~same].mean()

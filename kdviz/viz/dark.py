@@ -81,3 +81,22 @@ def dark_examples(images, probs: np.ndarray, labels, classes: list[str]) -> go.F
     fig.update_yaxes(showticklabels=True, title_text="probability (log)", row=2, col=1)
     fig.update_annotations(font_size=11)
     return layout(fig, height=440).update_layout(margin=dict(t=50))  # room for two-line captions
+
+
+def relation_matrices(matrices: dict[str, np.ndarray], labels, classes: list[str]) -> go.Figure:
+    """Side-by-side heatmaps of normalised embedding distances for one batch sorted by class
+    (RKD, Park et al. 2019): dark squares on the diagonal = classes that cluster."""
+    names = list(matrices)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06)
+    labels = np.asarray(labels)
+    starts = [i for i in range(len(labels)) if i == 0 or labels[i] != labels[i - 1]]
+    ticks = [s + (np.sum(labels == labels[s]) - 1) / 2 for s in starts]
+    zmax = max(float(np.max(m)) for m in matrices.values())
+    for col, name in enumerate(names, 1):
+        fig.add_trace(go.Heatmap(z=matrices[name], colorscale=SEQUENTIAL, reversescale=True, zmin=0, zmax=zmax,
+                                 showscale=col == len(names), colorbar=dict(title="distance ∕ mean"),
+                                 hovertemplate="image %{y} ↔ %{x}: %{z:.2f}<extra></extra>"), 1, col)
+        axis = dict(tickvals=ticks, ticktext=[classes[labels[s]] for s in starts], showgrid=False)
+        fig.update_xaxes(axis, row=1, col=col)
+        fig.update_yaxes(dict(axis, autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}"), row=1, col=col)
+    return layout(fig, height=420)
