@@ -260,3 +260,16 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(cell(v, c) for c, v in row.items()) + " |" for _, row in shown.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def teacher_free(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs that do not fit a one-teacher table: deep mutual learning cohorts (one row
+    per student) and born-again generations (test accuracy by generation, per group)."""
+    cohorts = [{"run": r.id, "model": r.config.get("model"), "student": k + 1, "test accuracy (%)": 100 * acc}
+               for r in runs if r.config.get("method") == "dml"
+               for k, acc in enumerate(r.summary.get("cohort_test_acc", []))]
+    generations = [{"group": r.config.get("group") or "(no group)", "generation": r.config["generation"],
+                    "run": r.id, "test accuracy (%)": 100 * r.summary["test_acc"]}
+                   for r in runs if r.config.get("generation") is not None and "test_acc" in r.summary]
+    frame = pd.DataFrame(generations, columns=["group", "generation", "run", "test accuracy (%)"])
+    return pd.DataFrame(cohorts), frame.sort_values(["group", "generation"], ignore_index=True)

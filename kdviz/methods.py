@@ -10,6 +10,7 @@ needs (born-again networks train generation after generation).
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -271,6 +272,7 @@ class BornAgain(KD):
     needs_teacher = False
 
     def runs(self, cfg):
+        cfg = dataclasses.replace(cfg, group=cfg.group or f"bornagain-{uuid.uuid4().hex[:6]}")
         prev = cfg.teacher
         if not prev:
             prev = (yield dataclasses.replace(cfg, method="plain", generation=0)).run_id

@@ -69,6 +69,19 @@ def start_form() -> None:
 with st.expander("Start a comparison", expanded=not group_ids, icon=":material/play_arrow:"):
     start_form()
 
+cohorts, generations = compare.teacher_free(all_runs)
+if len(cohorts) or len(generations):
+    with st.expander("Without a fixed teacher: mutual learning and born-again networks", icon=":material/groups:"):
+        if len(cohorts):
+            st.markdown(f"**Deep mutual learning** ({methods.get('dml').paper}): students trained together, "
+                        "each learning from the labels and from the others. One row per student of each cohort.")
+            st.dataframe(cohorts, hide_index=True, key="cmp_cohorts",
+                         column_config={"test accuracy (%)": st.column_config.NumberColumn(format="%.2f")})
+        if len(generations):
+            st.markdown(f"**Born-again networks** ({methods.get('bornagain').paper}): each generation distils "
+                        "from the previous one, with the same architecture.")
+            st.plotly_chart(viz.generation_curves(generations), config=PNG, key="cmp_generations")
+
 st.subheader("Results")
 if not group_ids:
     st.info("No comparison has been run yet. Start one above (it appears here when its first run starts), "

@@ -1,5 +1,6 @@
 """Relational KD, mutual learning, ensemble teachers and born-again networks."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +111,21 @@ def test_relation_view_for_rkd(tiny_store):
     # a trained teacher puts images of one class closer together than images of different classes
     same = labels[:, None] == labels[None, :]
     assert d[same & ~torch.eye(30, dtype=bool)].mean() < d[~same].mean()
+
+
+def test_teacher_free_runs_on_the_compare_page(store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from kdviz import compare
+    T.train_all(TrainConfig(model="mlp30", method="bornagain", generations=1, **QUICK), store)
+    T.train(TrainConfig(model="mlp30", method="dml", **QUICK), store)
+    cohorts, generations = compare.teacher_free(store.list())
+    assert cohorts["student"].tolist() == [1, 2]
+    assert generations["generation"].tolist() == [0, 1] and generations["group"].nunique() == 1
+    assert generations["group"][0].startswith("bornagain-")
+    monkeypatch.setenv("KDVIZ_RUNS", str(store.root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert any("mutual learning" in e.label for e in at.expander)
+    assert len(at.dataframe) >= 1 and len(at.get("plotly_chart")) >= 1

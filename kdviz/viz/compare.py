@@ -95,3 +95,15 @@ def per_class_heatmap(per_class: pd.DataFrame, names: dict[str, str], relative_t
         hovertemplate="%{y}<br>class %{x}: %{z:.2f}" + (" pp" if signed else " %") + "<extra></extra>"))
     title = f"Per-class accuracy, change vs {names.get(relative_to, relative_to)}" if signed else "Per-class accuracy"
     return layout(fig, title, height=120 + 40 * len(z), xaxis_title="true class", yaxis_autorange="reversed")
+
+
+def generation_curves(generations: pd.DataFrame) -> go.Figure:
+    """Born-again networks: test accuracy of each generation, one line per group."""
+    fig = go.Figure()
+    for group, rows in generations.groupby("group", sort=False):
+        fig.add_trace(go.Scatter(x=rows["generation"], y=rows["test accuracy (%)"], mode="lines+markers",
+                                 name=group, line=dict(color=method_color("bornagain")), text=rows["run"],
+                                 hovertemplate="generation %{x}: %{y:.2f} %<br>%{text}<extra></extra>"))
+    fig.update_xaxes(title="generation (0 = trained on labels only)", dtick=1)
+    fig.update_yaxes(title="test accuracy (%)")
+    return _legend_below(layout(fig, "Born-again networks: accuracy by generation"))
