@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import compare, data, methods, models, replay
 from .store import RunStore
-from .train import TrainConfig, resolve_device, train
+from .train import TrainConfig, resolve_device, train, train_all
 
 
 class ProgressBar:
@@ -51,14 +51,20 @@ def _config(args, **overrides) -> TrainConfig:
 
 
 def _run(cfg: TrainConfig, store: RunStore) -> int:
+    """Train every run the method needs (born-again: one per generation); the last run id ends the output."""
+    def announce(run_cfg, index, count):
+        if count > 1:
+            print(f"\n[{index + 1}/{count}] {run_cfg.method} (generation {run_cfg.generation})", file=sys.stderr)
+
     try:
-        result = train(cfg, store, on_row=ProgressBar())
+        results = train_all(cfg, store, on_row=ProgressBar(), on_run=announce)
     except ValueError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
-    s = result.summary
-    print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors), "
-          f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
+    for result in results:
+        s = result.summary
+        print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors), "
+              f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
     return 0
 
 
@@ -141,13 +147,23 @@ def parser() -> argparse.ArgumentParser:
     """The CLI's parser; ``kdviz.pretrain`` parses its recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("train", help="train a teacher or a plain student")
+    p = sub.add_parser("train", help="train a teacher, a plain student, or a teacher-free method")
     p.add_argument("--model", required=True, choices=list(models.MODELS))
+    p.add_argument("--method", default="plain", choices=["plain", "dml", "bornagain"],
+                   help="dml: a cohort learning together; bornagain: generation 0 on labels, then self-distillation")
+    p.add_argument("--cohort", type=int, default=TrainConfig.cohort, help="dml: students in the cohort")
+    p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")
+    p.add_argument("--T", type=float, default=TrainConfig.T)
+    p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     _add_common(p)
     p = sub.add_parser("distill", help="train a student from a teacher run")
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
     p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
-    p.add_argument("--method", default="kd", choices=[m for m in methods.METHODS if m != "plain"])
+    p.add_argument("--method", default="kd", choices=[m for m in methods.METHODS if methods.get(m).needs_teacher
+                                                      or m == "bornagain"])
+    p.add_argument("--teachers", nargs="*", default=[], help="ensemble: more teacher run ids")
+    p.add_argument("--teacher-weights", type=float, nargs="*", default=[], help="ensemble: one weight per teacher")
+    p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     p.add_argument("--beta", type=float, default=TrainConfig.beta)
