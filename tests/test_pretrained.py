@@ -1,0 +1,112 @@
+"""The shipped checkpoints in assets/pretrained, and the command that makes them."""
+import shlex
+
+import pytest
+import torch
+
+from kdviz import cli, data, losses, models, pretrain
+from kdviz.store import ASSETS, RunStore
+from kdviz.train import evaluate
+
+from .conftest import needs_data
+
+MANIFEST = pretrain.read_manifest()
+ENTRIES = {e["name"]: e for e in MANIFEST["checkpoints"]}
+RECIPES = {r.name: r for r in pretrain.RECIPES}
+
+
+def _state(name: str) -> dict:
+    return torch.load(ASSETS / name / "model.pt", map_location="cpu", weights_only=True)
+
+
+def test_manifest_covers_every_recipe_and_folder():
+    folders = {p.name for p in ASSETS.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert set(ENTRIES) == set(RECIPES) == folders
+    assert MANIFEST["regenerate"] == "python -m kdviz pretrain"
+
+
+def test_the_set_is_small_and_has_no_data():
+    files = [p for p in ASSETS.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    assert {p.suffix for p in files} <= {".json", ".jsonl", ".pt"}
+
+
+def test_issue_lineup():
+    """The models the pages rely on: Hinton's MNIST set, CNNs for the feature pages, FSP-compatible pairs."""
+    by = {(e["dataset"], e["model"], e["method"]) for e in ENTRIES.values()}
+    assert {("mnist", "mlp1200", "plain"), ("mnist", "mlp800", "plain"), ("mnist", "mlp800", "kd"),
+            ("fashion_mnist", "cnn_l", "plain"), ("fashion_mnist", "cnn_s", "kd")} <= by
+    assert ENTRIES["mnist-mlp800-kd-omit3"]["note"].endswith("without class 3")
+    for dataset, student in (("mnist", "cnn_s"), ("cifar10", "resnet8")):
+        assert {m for d, s, m in by if (d, s) == (dataset, student)} == {"plain", "kd", "fitnet", "at", "fsp"}
+    for e in ENTRIES.values():
+        if e["dataset"] == "cifar10":
+            assert "sample" not in e["data_source"] or "4,660-image sample" in e["note"]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_command_reproduces_the_shipped_config(name):
+    entry, shipped = ENTRIES[name], RunStore(readonly={"pretrained": ASSETS}).get(f"pretrained/{name}")
+    assert entry["command"] == f"python -m kdviz {RECIPES[name].command}"
+    assert shlex.split(entry["command"])[:3] == ["python", "-m", "kdviz"]
+    wanted = pretrain.recipe_config(RECIPES[name]).to_dict()
+    assert {k: shipped.config[k] for k, v in wanted.items() if v is not None} == \
+           {k: v for k, v in wanted.items() if v is not None}
+    assert shipped.status == "done" and shipped.summary["test_acc"] == entry["metrics"]["test_acc"]
+    assert entry["torch"] and entry["seed"] == shipped.config["seed"]
+    if entry["teacher"]:
+        assert entry["teacher"].removeprefix("pretrained/") in ENTRIES  # students name a shipped teacher
+
+
+@needs_data
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_checkpoint_rebuilds_from_manifest_and_reaches_its_accuracy(name):
+    entry = ENTRIES[name]
+    ds = data.load(entry["dataset"])
+    if ds.source != entry["data_source"]:
+        pytest.skip(f"recorded on {entry['data_source']}, here {ds.source}")
+    payload = _state(name)
+    assert {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()} == \
+           {getattr(torch, entry["weights"])}
+    model = models.build(entry["arch"], entry["in_shape"], entry["num_classes"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    acc = evaluate(model, ds, "cpu")["test_acc"]
+    assert acc == pytest.approx(entry["metrics"]["test_acc"], abs=0.005)
+    assert abs(entry["metrics"]["test_acc"] - entry["metrics"]["fp32_test_acc"]) <= pretrain.HALF_TOLERANCE
+    if entry["method"] == "fitnet":  # the regressor ships too, so the hints page can show it
+        regressor = losses.regressor_from_state(payload["extras"]["regressor"])
+        _, feats = model.features(torch.zeros(2, *entry["in_shape"]))
+        assert regressor(feats[model.hint_layer]).shape[1] > 0
+
+
+def test_pretrain_trains_ships_half_weights_and_records_the_command(tmp_path):
+    """Two tiny recipes end to end: the student is distilled from the shipped teacher."""
+    quick = "--epochs 2 --train-subset 2000 --batch-size 50 --no-augment"
+    recipes = [pretrain.Recipe("t", f"train --model mlp800 {quick}"),
+               pretrain.Recipe("s", f"distill --teacher pretrained/t --student mlp800 --method fitnet {quick}")]
+    manifest = pretrain.pretrain(recipes, tmp_path)
+    assert [e["name"] for e in manifest["checkpoints"]] == ["t", "s"]
+    store = RunStore(tmp_path / "runs", readonly={"pretrained": tmp_path})
+    assert [r.id for r in store.list()] == ["pretrained/s", "pretrained/t"]
+    s = store.get("pretrained/s")
+    assert s.config["teacher"] == "pretrained/t" and s.status == "done"
+    assert manifest["checkpoints"][1]["command"] == f"python -m kdviz {recipes[1].command}"
+    payload = torch.load(tmp_path / "s" / "model.pt", weights_only=True)
+    assert payload["state_dict"]["head.weight"].dtype == torch.float16
+    assert payload["extras"]["regressor"]["weight"].dtype == torch.float16
+    model, _ = store.load_model("pretrained/s")
+    ds = data.load("mnist")
+    assert evaluate(model, ds, "cpu")["test_acc"] == s.summary["test_acc"]
+    assert abs(s.summary["test_acc"] - s.summary["fp32_test_acc"]) <= pretrain.HALF_TOLERANCE
+    assert s.summary["test_acc"] > 0.5  # chance is 0.1
+
+    again = pretrain.pretrain(recipes, tmp_path, only=["s"])  # a partial re-run keeps the others
+    assert [e["name"] for e in again["checkpoints"]] == ["t", "s"]
+    assert again["checkpoints"][0] == manifest["checkpoints"][0]
+
+
+def test_pretrain_rejects_unknown_names(tmp_path, capsys):
+    with pytest.raises(ValueError, match="only: no recipe named nope"):
+        pretrain.pretrain(pretrain.RECIPES, tmp_path, only=["nope"])
+    assert cli.main(["pretrain", "--only", "nope"]) == 2
+    assert "no recipe named nope" in capsys.readouterr().err
