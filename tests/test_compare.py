@@ -36,7 +36,7 @@ def test_plan_queues_every_method_and_seed_as_one_group(tiny_store):
 @pytest.mark.parametrize("teacher,student,kept,reason", [
     ("cnn_teacher", "cnn_xs", ["plain", "kd", "fitnet", "at", "kd_at"], "FSP needs matching channels"),
     ("mlp_teacher", "mlp800", ["plain", "kd", "fitnet"], "MLPs have none"),
-    ("cnn_teacher", "mlp30", ["plain", "kd"], "cannot be matched"),  # an MLP's hidden vector vs a conv hint map
+    ("cnn_teacher", "mlp30", ["plain", "kd"], "both be feature maps"),  # an MLP's hidden vector vs a conv hint map
 ])
 def test_plan_leaves_out_methods_the_models_cannot_run(tiny_store, teacher, student, kept, reason):
     configs, notes = compare.plan(tiny_store, TrainConfig(model=student, teacher=tiny_store.runs[teacher]))
