@@ -160,7 +160,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
     p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
     p.add_argument("--method", default="kd", choices=[m for m in methods.METHODS if methods.get(m).needs_teacher
-                                                      or m == "bornagain"])
+                                                      or m in ("plain", "bornagain")],
+                   help="plain: labels only, with the teacher recorded (a comparison's baseline)")
     p.add_argument("--teachers", nargs="*", default=[], help="ensemble: more teacher run ids")
     p.add_argument("--teacher-weights", type=float, nargs="*", default=[], help="ensemble: one weight per teacher")
     p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")

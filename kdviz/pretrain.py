@@ -41,6 +41,9 @@ def _hinton(stage: str) -> str:
     return f"--group {replay.GROUP_PREFIX}pretrained --label {shlex.quote(label)}"
 
 
+_COMPARED = ("plain", "kd", "fitnet", "at", "fsp")  # "plain" records the teacher too: the comparison's baseline
+
+
 def _compared(dataset: str, method: str) -> str:
     """The group and label that make the Compare page show these students as one comparison."""
     return f"--group {compare.GROUP_PREFIX}pretrained-{dataset} --label {shlex.quote(f'{method} · seed 0')}"
@@ -63,18 +66,15 @@ RECIPES = [
                                      f"{_hinton('only78')}"),
     # Feature and Compare pages: cnn_l and cnn_s share widths 32/64/128, so FSP matrices compare (Yim 2017).
     Recipe("mnist-cnn_l", "train --model cnn_l --epochs 1 --train-subset 12000 --batch-size 16"),
-    Recipe("mnist-cnn_s", f"train --model {_CNN_STUDENT.removeprefix('--student ')} {_compared('mnist', 'plain')}"),
     *[Recipe(f"mnist-cnn_s-{m}", f"distill --teacher pretrained/mnist-cnn_l --method {m} {_CNN_STUDENT} "
-                                 f"{_compared('mnist', m)}") for m in ("kd", "fitnet", "at", "fsp")],
+                                 f"{_compared('mnist', m)}") for m in _COMPARED],
     Recipe("fashion-cnn_l", "train --dataset fashion_mnist --model cnn_l --epochs 1 --train-subset 12000 "
                             "--batch-size 16"),
     Recipe("fashion-cnn_s-kd", f"distill --dataset fashion_mnist --teacher pretrained/fashion-cnn_l {_CNN_STUDENT}"),
     # CIFAR-10: the ResNet family shares widths 16/32/64 (He et al. 2016), so FSP applies.
     Recipe("cifar10-resnet20", "train --dataset cifar10 --model resnet20 --epochs 5 --batch-size 32"),
-    Recipe("cifar10-resnet8", f"train --dataset cifar10 --model resnet8 --epochs 3 --batch-size 32 "
-                              f"{_compared('cifar10', 'plain')}"),
     *[Recipe(f"cifar10-resnet8-{m}", f"distill --teacher pretrained/cifar10-resnet20 --method {m} {_CIFAR_STUDENT} "
-                                     f"{_compared('cifar10', m)}") for m in ("kd", "fitnet", "at", "fsp")],
+                                     f"{_compared('cifar10', m)}") for m in _COMPARED],
 ]
 
 
