@@ -7,8 +7,9 @@ and records it in ``assets/pretrained/manifest.json``. Students name their
 teacher as ``pretrained/<name>``, so they are distilled from exactly the
 shipped (fp16) teacher, and anyone can re-run their command by hand.
 
-The epochs and subsets fit a 2-core CPU budget of about 35 minutes (the set
-was made without a GPU); a GPU run of the same commands reproduces the set.
+The epochs and subsets fit a shared 2-core CPU (the set was made without a GPU:
+about 50 minutes of training, one thread per run, which is much faster than
+two when the cores are busy); a GPU run of the same commands reproduces the set.
 """
 from __future__ import annotations
 
