@@ -39,6 +39,15 @@ def _load_dataset(name: str) -> data.Dataset:
     return data.load(name)
 
 
+def has_dataset(name: str) -> bool:
+    """Whether ``name`` loads from some source here (no message shown)."""
+    try:
+        _load_dataset(name)
+        return True
+    except data.DataUnavailable:
+        return False
+
+
 def dataset(name: str) -> data.Dataset | None:
     """The dataset, or None after telling the user, in plain words, how to add it."""
     try:

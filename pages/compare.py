@@ -16,7 +16,9 @@ st.caption("A plain student, KD, FitNets, attention transfer, FSP and KD + AT, a
            "student architecture, data, epochs and seeds: which helps, by how much, and at what cost.")
 store = common.store()
 all_runs = store.list()
-group_ids = compare.groups(all_runs)
+# Newest first, but groups whose dataset is missing here (e.g. CIFAR-10 offline) last.
+group_ids = sorted(compare.groups(all_runs), key=lambda g: not common.has_dataset(
+    next(r.config.get("dataset", "mnist") for r in all_runs if r.config.get("group") == g)))
 
 
 @st.cache_data(show_spinner="Timing forward passes (batch 1 and 256)…")
@@ -27,6 +29,8 @@ def latency(arch: str, dataset: str, device: str) -> dict[int, float]:
 def start_form() -> None:
     """Pick teacher, student and budget; queue one job per method and seed as one group."""
     dataset = common.pick_dataset("cmp_dataset")
+    if common.dataset(dataset) is None:  # says how to add it
+        return
     # Runs trained from labels alone first: those are the usual teachers.
     teachers = sorted(common.finished_runs(dataset), key=lambda r: bool(r.config.get("teacher")))
     if not teachers:

@@ -1,7 +1,7 @@
 """Training lab: pick a teacher, a student and a method; train in the background and watch it learn."""
 import streamlit as st
 
-from kdviz import jobs, methods, models, train
+from kdviz import data, jobs, methods, models, train
 from kdviz.viz import training as viz
 from pages import common
 
@@ -97,6 +97,8 @@ with left:
         problem = None
     except ValueError as e:
         problem = str(e)
+    if common.dataset(ds) is None:
+        problem = f"dataset: {data.TITLES[ds]} is not available here (see the note above)"
     if method == "ensemble" and not kw.get("teachers"):
         problem = f"teachers: an ensemble needs two or more finished teacher runs on {ds} (train them as Plain)"
     if problem:
