@@ -82,7 +82,10 @@ def _pid_alive(pid: int) -> bool:
 class RunStore:
     def __init__(self, root: str | os.PathLike | None = None, readonly: dict[str, Path] | None = None):
         self.root = Path(root or os.environ.get("KDVIZ_RUNS") or "runs")
-        self.readonly = {"pretrained": ASSETS} if readonly is None else readonly
+        if readonly is None:  # $KDVIZ_PRETRAINED names another shipped set; empty hides it
+            shipped = os.environ.get("KDVIZ_PRETRAINED", str(ASSETS))
+            readonly = {"pretrained": Path(shipped)} if shipped else {}
+        self.readonly = readonly
         self._lock = threading.Lock()  # serialises appends from several job threads
 
     # ---------------------------------------------------------------- paths

@@ -267,6 +267,7 @@ def test_page_on_the_offline_sample_says_so_and_shows_its_own_numbers(mini, page
 
 def test_page_without_replays_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("KDVIZ_PRETRAINED", "")  # no shipped replay either
     st.cache_resource.clear()
     st.cache_data.clear()
     at = hinton_page()
