@@ -171,16 +171,36 @@ def job_progress(view: jobs.JobView) -> None:
     st.progress(view.progress, text=f"**{view.label}**: {where} · {view.progress:.0%}{left}")
 
 
-def _job_monitor(polling: bool) -> None:
-    active = [j for j in manager().list() if j.active]
-    if polling and not active:
-        st.rerun()  # the last job ended: the full rerun re-creates this fragment without a timer
+# How often each tab's sidebar looks at the job list: often while a job runs, and
+# slower when idle, so that a job started in another tab still shows up here.
+POLL_S = {True: 1.0, False: 2.0}
+RECENT_JOBS = 3
+OUTCOME_ICONS = {"done": ":material/check_circle:", "cancelled": ":material/cancel:", "failed": ":material/error:"}
+
+
+def job_outcome(view: jobs.JobView) -> str:
+    """One line for an ended job: how it ended and, if it did not finish, why."""
+    how = {"failed": f"failed: {view.reason}", "cancelled": view.reason or "cancelled"}.get(view.status, view.status)
+    return f"{OUTCOME_ICONS[view.status]} **{view.label}**: {how}"
+
+
+def _job_list_state(views: list[jobs.JobView]) -> tuple:
+    return tuple((v.id, v.active) for v in views)
+
+
+def _job_monitor(seen: tuple) -> None:
+    views = manager().list()
+    if _job_list_state(views) != seen:
+        st.rerun()  # a job started (perhaps in another tab) or ended: refresh the page's job lists and tables
+    active = [v for v in views if v.active]
     for view in reversed(active):  # oldest first: the running one, then the queue
         job_progress(view)
     if active:
         st.page_link("pages/train.py", label="Watch in the Training lab", icon=":material/science:")
     else:
         st.caption("No training job is running.")
+    for view in [v for v in views if not v.active][:RECENT_JOBS]:
+        st.caption(job_outcome(view))
 
 
 def sidebar() -> None:
@@ -190,5 +210,6 @@ def sidebar() -> None:
             for name in data.DATASETS:
                 st.caption(data.source_of(name))
         st.caption("**Training jobs**")
-        polling = any(j.active for j in manager().list())
-        st.fragment(_job_monitor, run_every=1.0 if polling else None)(polling)
+        views = manager().list()
+        polling = any(v.active for v in views)
+        st.fragment(_job_monitor, run_every=POLL_S[polling])(_job_list_state(views))

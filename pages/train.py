@@ -132,7 +132,8 @@ def job_panel(job_id: str, polling: bool) -> None:
         with st.expander("Details (traceback)"):
             st.code(view.traceback)
     elif view.status == "cancelled":
-        st.warning(f"Cancelled ({view.reason}). A partial run is kept in the table below, marked cancelled.")
+        kept = " A partial run is kept in the table below, marked cancelled." if view.run_ids else ""
+        st.warning(f"{(view.reason or 'cancelled').capitalize()}.{kept}")
     else:
         result = view.result or {}  # one run's summary, or {"teacher": summary, "student": summary}
         parts = {"": result} if "test_acc" in result else {k: v for k, v in result.items()

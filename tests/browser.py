@@ -90,3 +90,28 @@ def assert_no_errors(page) -> None:
     for i in range(toasts.count()):
         text = toasts.nth(i).inner_text()
         assert "error" not in text.lower(), text
+
+
+def new_tab(browser):
+    """A browser context as one student's tab: downloads allowed, and no native save
+    dialog, so the dataframe's "Download as CSV" falls back to a plain download."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    ctx.add_init_script("delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;")
+    return ctx
+
+
+def job_lines(page) -> list[str]:
+    """The sidebar's job monitor as text, one line per job (material icon names included)."""
+    text = page.get_by_test_id("stSidebar").inner_text().split("Training jobs", 1)[1]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def download_table(page) -> list[dict]:
+    """The rows of the page's (first) dataframe, as a user gets them with "Download as CSV"."""
+    import csv
+    frame = page.get_by_test_id("stDataFrame").first
+    frame.hover()
+    with page.expect_download(timeout=30000) as download:
+        frame.get_by_role("button", name="Download as CSV").click()
+    with open(download.value.path(), encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))

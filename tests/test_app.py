@@ -99,7 +99,9 @@ def test_sidebar_shows_device_data_and_live_jobs(runs):
     finally:
         gate.set()
     assert common.manager().wait(job, 10).status == "done"
-    assert not sidebar_of_a_fresh_session().get("progress")
+    sidebar = sidebar_of_a_fresh_session()
+    assert not sidebar.get("progress")
+    assert ":material/check_circle: **demo job**: done" in [c.value for c in sidebar.caption]  # newest ended job
 
 
 def test_training_lab_trains_a_tiny_student_and_lists_it(runs):

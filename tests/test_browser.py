@@ -1,9 +1,12 @@
 """The app in a real headless Chromium: every page renders, widgets react, jobs run."""
+import json
 import shutil
 
 import pytest
+from playwright.sync_api import expect
 
-from .browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PAGES, AppServer, assert_no_errors, browser_available, wait_for_run
+from .browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PAGES, AppServer, assert_no_errors, browser_available,
+                      download_table, job_lines, new_tab, wait_for_run)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not browser_available(), reason="Debian chromium or playwright not installed")]
@@ -60,3 +63,104 @@ def test_first_request_to_a_page_url_still_runs_the_app_shell(tiny_store, browse
     finally:
         ctx.close()
         srv.close()
+
+
+@pytest.fixture
+def tab(browser):
+    ctx = new_tab(browser)
+    yield ctx.new_page()
+    ctx.close()
+
+
+def chart_values(page, key: str) -> str:
+    """The y values of every trace of a keyed plotly chart, as plotly.js holds them after drawing."""
+    return page.locator(f".st-key-{key} .js-plotly-plot").evaluate(
+        "el => JSON.stringify(el._fullData.map(t => Array.from(t.y)))")
+
+
+def test_moving_the_temperature_slider_redraws_the_soft_targets(server, tab):
+    tab.goto(f"{server.url}/temperature")
+    wait_for_run(tab)
+    before, kl = chart_values(tab, "temperature_bars"), tab.get_by_test_id("stMetric").first.inner_text()
+    assert "T = 1\n" in kl
+    tab.locator(".st-key-temperature_T input[type=range]").focus()
+    tab.keyboard.press("End")  # the keyboard's way to drag the thumb to the right end, T = 100
+    expect(tab.locator(".st-key-temperature_bars[data-stale='false']")).to_contain_text("Soft targets at T = 100",
+                                                                                         timeout=30000)
+    wait_for_run(tab)
+    expect(tab.locator(".st-key-temperature_bars")).to_have_count(1)  # the T = 1 chart is gone, not kept stale
+    expect(tab.get_by_test_id("stMetric").first).to_contain_text("at T = 100")
+    after = chart_values(tab, "temperature_bars")
+    assert after != before
+    # T = 100 flattens the teacher's distribution to nearly uniform over the 10 classes
+    assert max(json.loads(after)[0]) < 0.2 < max(json.loads(before)[0])
+    tab.screenshot(path=str(ARTIFACTS / "temperature-after-slider.png"), full_page=True)
+
+
+def start_job(page, epochs: int, subset: int) -> None:
+    """On the Training lab: the MNIST KD preset with fewer epochs and images, then Start."""
+    for key, value in (("epochs_mnist", epochs), ("subset_mnist", subset)):
+        field = page.locator(f".st-key-{key} input")
+        field.fill(str(value))
+        field.press("Enter")
+        wait_for_run(page)
+    page.locator(".st-key-train_start button").click()
+    expect(page.get_by_test_id("stSidebar").get_by_test_id("stProgress")).to_have_count(1, timeout=60000)
+
+
+def test_a_job_runs_to_done_in_the_sidebar_and_lands_in_the_runs_table(server, tab):
+    tab.goto(f"{server.url}/train")
+    wait_for_run(tab)
+    before = download_table(tab)
+    start_job(tab, epochs=2, subset=6000)
+    tab.screenshot(path=str(ARTIFACTS / "train-job-running.png"), full_page=True)
+    sidebar = tab.get_by_test_id("stSidebar")
+    expect(sidebar).to_contain_text("No training job is running.", timeout=300000)
+    newest = job_lines(tab)[1]  # after "No training job is running.": the newest ended job
+    assert newest == "check_circle mlp800 · KD (soft targets): done", job_lines(tab)
+    expect(tab.get_by_test_id("stAlertContentSuccess")).to_contain_text("Done in", timeout=30000)
+    wait_for_run(tab)
+    tab.screenshot(path=str(ARTIFACTS / "train-job-done.png"), full_page=True)
+    rows = download_table(tab)
+    added = [r for r in rows if r["run"] not in {b["run"] for b in before}]
+    assert len(added) == 1, added
+    assert (added[0]["status"], added[0]["student / model"], added[0]["method"]) == ("done", "mlp800", "kd")
+    assert added[0]["train images"] == "6000" and 0 < float(added[0]["test acc (%)"]) <= 100
+
+
+def test_cancelling_a_job_shows_cancelled_and_keeps_the_partial_run(server, tab):
+    tab.goto(f"{server.url}/train")
+    wait_for_run(tab)
+    start_job(tab, epochs=50, subset=10000)
+    tab.get_by_role("button", name="Cancel job").click()
+    expect(tab.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=120000)
+    newest = job_lines(tab)[1]
+    assert newest == "cancel mlp800 · KD (soft targets): cancelled by the user", job_lines(tab)
+    expect(tab.get_by_test_id("stAlertContentWarning")).to_contain_text(
+        "Cancelled by the user. A partial run is kept", timeout=30000)
+    wait_for_run(tab)
+    tab.screenshot(path=str(ARTIFACTS / "train-job-cancelled.png"), full_page=True)
+    assert "cancelled" in [r["status"] for r in download_table(tab)]
+
+
+def test_two_tabs_see_the_same_jobs(server, browser):
+    """A job started in one student's tab shows up in another tab that does nothing."""
+    a_ctx, b_ctx = new_tab(browser), new_tab(browser)
+    try:
+        a, b = a_ctx.new_page(), b_ctx.new_page()
+        b.goto(server.url)
+        wait_for_run(b)
+        a.goto(f"{server.url}/train")
+        wait_for_run(a)
+        start_job(a, epochs=1, subset=3000)
+        expect(b.get_by_test_id("stSidebar").get_by_test_id("stProgress")).to_have_count(1, timeout=30000)
+        for tab in (a, b):
+            expect(tab.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=300000)
+        b.screenshot(path=str(ARTIFACTS / "second-tab-sees-job.png"), full_page=True)
+        assert job_lines(a) == job_lines(b)
+        b.goto(f"{server.url}/train")
+        wait_for_run(b)
+        assert b.locator(".st-key-train_job_pick").inner_text() == a.locator(".st-key-train_job_pick").inner_text()
+    finally:
+        a_ctx.close()
+        b_ctx.close()
