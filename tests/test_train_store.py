@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdviz import train as T
-from kdviz.store import RunError, RunStore
+from kdviz.store import RunError
 from kdviz.train import TrainConfig
 
 from .conftest import needs_data
