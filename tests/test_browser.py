@@ -31,27 +31,26 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    yield pg
+def tab(browser):
+    ctx = new_tab(browser)
+    yield ctx.new_page()
     ctx.close()
 
 
 @pytest.mark.parametrize("path", PAGES)
-def test_page_renders_without_error(server, page, path):
-    page.goto(f"{server.url}/{path}")
-    wait_for_run(page)
-    assert_no_errors(page)
-    assert page.get_by_test_id("stSidebar").inner_text().count("Device") == 1
-    page.screenshot(path=str(ARTIFACTS / f"page-{path or 'home'}.png"), full_page=True)
+def test_page_renders_without_error(server, tab, path):
+    tab.goto(f"{server.url}/{path}")
+    wait_for_run(tab)
+    assert_no_errors(tab)
+    assert tab.get_by_test_id("stSidebar").inner_text().count("Device") == 1
+    tab.screenshot(path=str(ARTIFACTS / f"page-{path or 'home'}.png"), full_page=True)
 
 
 def test_first_request_to_a_page_url_still_runs_the_app_shell(tiny_store, browser, tmp_path):
     """A fresh server whose first visitor opens /train (a reconnecting tab) gets the full app."""
     shutil.copytree(tiny_store.root, tmp_path / "runs")
     srv = AppServer({"KDVIZ_RUNS": str(tmp_path / "runs")})
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx = new_tab(browser)
     try:
         page = ctx.new_page()
         page.goto(f"{srv.url}/train")
@@ -63,13 +62,6 @@ def test_first_request_to_a_page_url_still_runs_the_app_shell(tiny_store, browse
     finally:
         ctx.close()
         srv.close()
-
-
-@pytest.fixture
-def tab(browser):
-    ctx = new_tab(browser)
-    yield ctx.new_page()
-    ctx.close()
 
 
 def chart_values(page, key: str) -> str:
