@@ -20,9 +20,9 @@ if ds is None:
 picked = common.pick_teacher_and_students(common.finished_runs(name), "attention",
                                           prefer=("at", "kd_at", "kd", "plain"), max_students=3)
 if picked is None:
-    st.info(f"This page needs two finished {data.TITLES[name]} runs: a teacher and at least one student "
-            "(for example a plain, a KD and an attention-transfer CNN student). Train them in the Training lab.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab(f"This page needs two finished {data.TITLES[name]} runs: a teacher and at least one "
+                      "student (for example a plain, a KD and an attention-transfer CNN student). "
+                      "Train them in the Training lab.")
     st.stop()
 teacher_run, student_runs = picked
 if not student_runs:

@@ -148,6 +148,12 @@ def load_model_or_stop(run_id: str):
         st.stop()
 
 
+def to_the_lab(message: str, show=st.info) -> None:
+    """Say what a page is missing and link to the Training lab, where it can be trained."""
+    show(message)
+    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+
+
 def device_label() -> str:
     dev = train.resolve_device()
     if dev.type == "cuda":

@@ -34,9 +34,8 @@ def start_form() -> None:
     # Runs trained from labels alone first: those are the usual teachers.
     teachers = sorted(common.finished_runs(dataset), key=lambda r: bool(r.config.get("teacher")))
     if not teachers:
-        st.info(f"There is no finished run on {data.TITLES[dataset]} to act as the teacher. Train one first "
-                "(e.g. cnn_l for MNIST, resnet56 for CIFAR-10) in the Training lab, then come back.")
-        st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+        common.to_the_lab(f"There is no finished run on {data.TITLES[dataset]} to act as the teacher. Train one first "
+                          "(e.g. cnn_l for MNIST, resnet56 for CIFAR-10) in the Training lab, then come back.")
         return
     teacher = common.pick_run("Teacher run", teachers, key=f"cmp_teacher_{dataset}")
     arch = list(models.MODELS)
@@ -88,10 +87,9 @@ if len(cohorts) or len(generations):
 
 st.subheader("Results")
 if not group_ids:
-    st.info("No comparison has been run yet. Start one above (it appears here when its first run starts), "
-            "or from a terminal: `python -m kdviz compare --teacher RUN_ID --student cnn_s --seeds 3`. "
-            "It needs a finished teacher run; train one in the Training lab.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab("No comparison has been run yet. Start one above (it appears here when its first run starts), "
+                      "or from a terminal: `python -m kdviz compare --teacher RUN_ID --student cnn_s --seeds 3`. "
+                      "It needs a finished teacher run; train one in the Training lab.")
     st.stop()
 
 in_group = {g: [r for r in all_runs if r.config.get("group") == g] for g in group_ids}

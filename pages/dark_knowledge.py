@@ -24,9 +24,8 @@ with pickers[1]:
     teacher, students = picked or (common.pick_run("Teacher", runs, key="dark_teacher"), [None])
 student = students[0]
 if teacher is None:
-    st.info(f"No finished teacher run for {data.TITLES[name]} yet. Train one in the Training lab "
-            "(e.g. mlp1200 on MNIST or Fashion-MNIST, resnet20 on CIFAR-10), then come back.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab(f"No finished teacher run for {data.TITLES[name]} yet. Train one in the Training lab "
+                      "(e.g. mlp1200 on MNIST or Fashion-MNIST, resnet20 on CIFAR-10), then come back.")
     st.stop()
 classes, labels = ds.classes, ds.test_y
 common.load_model_or_stop(teacher.id)
@@ -66,9 +65,8 @@ def similarity_view(classes, labels, logits, student_logits):
 
     st.subheader("Teacher vs student")
     if student_logits is None:
-        st.info(f"No other finished run for {data.TITLES[name]} to compare with. Distil a student from this "
-                "teacher in the Training lab (method KD), then come back.")
-        st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+        common.to_the_lab(f"No other finished run for {data.TITLES[name]} to compare with. Distil a student from this "
+                          "teacher in the Training lab (method KD), then come back.")
         return
     student_similarity, _ = analysis.class_similarity(student_logits, labels, T, len(classes))
     st.plotly_chart(viz.similarity_difference(similarity, student_similarity, classes, student.id),

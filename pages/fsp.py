@@ -22,10 +22,9 @@ if ds is None:
     st.stop()
 picked = common.pick_teacher_and_students(common.finished_runs(name, kinds=("conv",)), "fsp", prefer=("fsp",))
 if picked is None:
-    st.info(f"This page needs two finished convolutional {data.TITLES[name]} runs (MLPs have no feature maps): "
-            "a CNN teacher and an FSP student of it with the same widths, e.g. cnn_l → cnn_s. "
-            "Train them in the Training lab.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab(f"This page needs two finished convolutional {data.TITLES[name]} runs "
+                      "(MLPs have no feature maps): a CNN teacher and an FSP student of it with the same "
+                      "widths, e.g. cnn_l → cnn_s. Train them in the Training lab.")
     st.stop()
 teacher_run, (student_run,) = picked
 teacher, _ = common.load_model_or_stop(teacher_run.id)
@@ -71,6 +70,5 @@ if is_fsp:
                    "untrained after it, so accuracy there is near chance. The label stage builds on the copied flow.")
     st.plotly_chart(tviz.loss_figure(rows, "fsp"))
 else:
-    st.caption("Pick an FSP student of this teacher to see its FSP-stage loss and its accuracy after the "
-               "label stage; train one in the Training lab (method: FSP).")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab("Pick an FSP student of this teacher to see its FSP-stage loss and its accuracy after the "
+                      "label stage; train one in the Training lab (method: FSP).", show=st.caption)

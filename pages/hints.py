@@ -25,9 +25,8 @@ if ds is None:
     st.stop()
 picked = common.pick_teacher_and_students(common.finished_runs(name), "hints", prefer=("fitnet",))
 if picked is None:
-    st.info(f"This page needs two finished {data.TITLES[name]} runs: a teacher and a student, ideally a "
-            "FitNets student of that teacher. Train them in the Training lab.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab(f"This page needs two finished {data.TITLES[name]} runs: a teacher and a student, ideally a "
+                      "FitNets student of that teacher. Train them in the Training lab.")
     st.stop()
 teacher_run, (student_run,) = picked
 teacher, _ = common.load_model_or_stop(teacher_run.id)
@@ -71,6 +70,5 @@ if is_fitnet:
     st.plotly_chart(tviz.loss_figure(rows, "fitnet"))
     st.plotly_chart(tviz.accuracy_figure(rows, "fitnet"))
 else:
-    st.caption("Pick a FitNets student of this teacher to see its hint-stage and KD-stage curves; "
-               "train one in the Training lab (method: FitNets).")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab("Pick a FitNets student of this teacher to see its hint-stage and KD-stage curves; "
+                      "train one in the Training lab (method: FitNets).", show=st.caption)

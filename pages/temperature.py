@@ -30,10 +30,10 @@ student = students[0]
 if teacher is None:
     example = analysis.EXAMPLE
     where = f"for {data.TITLES[name]} " if ds is not None else ""
-    st.info(f"No finished teacher run {where}yet, so this page shows a **stored example**: the logits of "
-            f"MNIST test image #{example['image']} (a {example['label']}) from an mlp1200 teacher, and of an "
-            "mlp30 student distilled from it. Train a teacher in the Training lab to explore your own images.")
-    st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+    common.to_the_lab(f"No finished teacher run {where}yet, so this page shows a **stored example**: the logits of "
+                      f"MNIST test image #{example['image']} (a {example['label']}) from an mlp1200 teacher, and of an "
+                      "mlp30 student distilled from it. Train a teacher in the Training lab to explore your own "
+                      "images.")
     classes = data.CLASSES[example["dataset"]]
     t_logits, s_logits = example["teacher"], example["student"]
     s_name, s_color = "example mlp30 KD student", METHOD_COLORS["kd"]
@@ -56,9 +56,8 @@ else:
     st.plotly_chart(viz.image_strip(ds.test_x[gallery], captions, pos), key="temperature_gallery")
     t_logits = logits[gallery[pos]]
     if student is None:
-        st.info(f"No student run for {data.TITLES[name]} yet, so the teacher is compared with an untrained "
-                "student (all logits 0). Distil one in the Training lab (method KD).")
-        st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
+        common.to_the_lab(f"No student run for {data.TITLES[name]} yet, so the teacher is compared with an untrained "
+                          "student (all logits 0). Distil one in the Training lab (method KD).")
         s_logits, s_name, s_color = [0.0] * len(classes), "untrained student", method_color("plain")
     else:
         common.load_model_or_stop(student.id)
