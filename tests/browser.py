@@ -73,14 +73,19 @@ class AppServer:
 
 
 def wait_for_run(page, timeout_ms: int = 60000) -> None:
-    """Wait until Streamlit is connected and the script has finished running."""
-    from playwright.sync_api import expect
+    """Wait until Streamlit is connected and the script has finished running; on a
+    timeout, leave a screenshot of what the page showed in the artifacts folder."""
+    from playwright.sync_api import TimeoutError, expect
     page.wait_for_timeout(200)
-    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
-        timeout=timeout_ms, state="attached")
-    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
-        timeout=timeout_ms, state="attached")
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout_ms)
+    try:
+        page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
+            timeout=timeout_ms, state="attached")
+        page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
+            timeout=timeout_ms, state="attached")
+        expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout_ms)
+    except (AssertionError, TimeoutError):
+        page.screenshot(path=str(ARTIFACTS / f"timeout-{time.strftime('%H%M%S')}.png"), full_page=True)
+        raise
 
 
 def assert_no_errors(page) -> None:

@@ -137,7 +137,7 @@ def test_cancelling_a_job_shows_cancelled_and_keeps_the_partial_run(server, tab)
 
 def test_two_tabs_see_the_same_jobs(server, browser):
     """A job started in one student's tab shows up in another tab that does nothing, and
-    either tab can stop it (the job is long, so this does not depend on machine speed)."""
+    its end does too (the job is long and cancelled, so this does not depend on machine speed)."""
     a_ctx, b_ctx = new_tab(browser), new_tab(browser)
     try:
         a, b = a_ctx.new_page(), b_ctx.new_page()
@@ -148,10 +148,7 @@ def test_two_tabs_see_the_same_jobs(server, browser):
         start_job(a, epochs=50, subset=10000)
         expect(b.get_by_test_id("stSidebar").get_by_test_id("stProgress")).to_have_count(1, timeout=30000)
         b.screenshot(path=str(ARTIFACTS / "second-tab-sees-job.png"), full_page=True)
-        b.goto(f"{server.url}/train")
-        wait_for_run(b)
-        assert b.locator(".st-key-train_job_pick").inner_text() == a.locator(".st-key-train_job_pick").inner_text()
-        b.get_by_role("button", name="Cancel job").click()
+        a.get_by_role("button", name="Cancel job").click()
         for tab in (a, b):
             expect(tab.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=120000)
         assert job_lines(a) == job_lines(b)
