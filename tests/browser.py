@@ -73,13 +73,19 @@ class AppServer:
 
 
 def wait_for_run(page, timeout_ms: int = 60000) -> None:
-    """Wait until Streamlit is connected and the script has finished running; on a
-    timeout, leave a screenshot of what the page showed in the artifacts folder."""
+    """Wait until Streamlit is connected, app.py's shell is drawn and the script has
+    finished running; on a timeout, leave a screenshot of what the page showed in the
+    artifacts folder.
+
+    The shell matters on a fresh server: its first run is restarted by pages/common.py
+    (out of legacy multipage mode), and between the two runs the page briefly reads
+    "not running" while its sidebar still lists the pages/ folder's files."""
     from playwright.sync_api import TimeoutError, expect
     page.wait_for_timeout(200)
     try:
         page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
             timeout=timeout_ms, state="attached")
+        page.get_by_test_id("stSidebar").get_by_text("Device:").first.wait_for(timeout=timeout_ms)
         page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
             timeout=timeout_ms, state="attached")
         expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout_ms)
