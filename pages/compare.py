@@ -78,7 +78,7 @@ if len(cohorts) or len(generations):
         if len(cohorts):
             st.markdown(f"**Deep mutual learning** ({methods.get('dml').paper}): students trained together, "
                         "each learning from the labels and from the others. One row per student of each cohort.")
-            st.dataframe(cohorts, hide_index=True, key="cmp_cohorts",
+            st.dataframe(cohorts, hide_index=True, key="cmp_cohorts", placeholder="—",
                          column_config={"test accuracy (%)": st.column_config.NumberColumn(format="%.2f")})
         if len(generations):
             st.markdown(f"**Born-again networks** ({methods.get('bornagain').paper}): each generation distils "
@@ -137,7 +137,7 @@ with st.spinner("Evaluating every run on the test set…"):
                               {a: latency(a, dataset, device) for a in archs})
 names = dict(zip(result.per_class.index, result.table.method))
 
-st.dataframe(result.table, hide_index=True, column_config={
+st.dataframe(result.table, hide_index=True, placeholder="—", column_config={
     c: st.column_config.NumberColumn(format="%.4f" if c.startswith("KL") else "%.3g" if c.startswith("latency")
                                      else "localized" if c in ("params", "seeds") else "%.2f")
     for c in result.table.columns[2:]})

@@ -65,7 +65,8 @@ with st.expander("Start a new replay", expanded=not choices):
 if not choices:
     st.info("No replay yet: press **Start the replay** above. It trains the teacher and four students "
             "(about 15–25 minutes on a laptop CPU, a few on a GPU); this page fills in as each stage finishes.")
-    st.page_link("pages/train.py", label="Training lab: watch the job's curves while it trains", icon=":material/science:")
+    st.page_link("pages/train.py", label="Training lab: watch the job's curves while it trains",
+                 icon=":material/science:")
     st.stop()
 
 if st.session_state.get("hinton_group") in choices:
@@ -117,7 +118,7 @@ def live_table(polling: bool) -> None:
             st.error(f"The replay failed: {view.reason}")
     with st.spinner("Computing test-set logits…"):
         logits = {k: common.test_logits(r.id, "mnist") for k, r in finished_stages(show=True).items()}
-    st.dataframe(replay.table_frame(replay.table(logits, y)), hide_index=True)
+    st.dataframe(replay.table_frame(replay.table(logits, y)), hide_index=True, placeholder="—")
     st.caption("“…”: stage not finished yet. Paper numbers: Hinton et al. 2015, §3, out of 10,000 test digits "
                "(1,010 of them 3s); this run's are out of its own test set.")
 

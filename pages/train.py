@@ -174,7 +174,7 @@ runs = common.store().list()
 if not runs:
     st.info("No runs yet. Train one above; it is saved in the run folder and survives a restart.")
 else:
-    st.dataframe(viz.runs_table(runs), hide_index=True)
+    st.dataframe(viz.runs_table(runs), hide_index=True, placeholder="—")
     deletable = [r.id for r in runs if not r.readonly and r.status != "running"]
     with st.expander("Delete a run"):
         if not deletable:
