@@ -117,6 +117,15 @@ def job_lines(page) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def job_lines_when_idle(page, timeout_ms: int) -> list[str]:
+    """The sidebar's job lines once no job runs and the page has finished redrawing:
+    during the redraw the running job's link can still stand below the new lines."""
+    from playwright.sync_api import expect
+    expect(page.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=timeout_ms)
+    wait_for_run(page)
+    return job_lines(page)
+
+
 def download_table(page) -> list[dict]:
     """The rows of the page's (first) dataframe, as a user gets them with "Download as CSV"."""
     import csv

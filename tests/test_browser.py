@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PAGES, AppServer, assert_no_errors, browser_available,
-                      download_table, job_lines, new_tab, wait_for_run)
+                      download_table, job_lines_when_idle, new_tab, wait_for_run)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not browser_available(), reason="Debian chromium or playwright not installed")]
@@ -106,10 +106,8 @@ def test_a_job_runs_to_done_in_the_sidebar_and_lands_in_the_runs_table(server, t
     before = download_table(tab)
     start_job(tab, epochs=2, subset=6000)
     tab.screenshot(path=str(ARTIFACTS / "train-job-running.png"), full_page=True)
-    sidebar = tab.get_by_test_id("stSidebar")
-    expect(sidebar).to_contain_text("No training job is running.", timeout=300000)
-    newest = job_lines(tab)[1]  # after "No training job is running.": the newest ended job
-    assert newest == "check_circle mlp800 · KD (soft targets): done", job_lines(tab)
+    lines = job_lines_when_idle(tab, timeout_ms=300000)
+    assert lines[1] == "check_circle mlp800 · KD (soft targets): done", lines  # the newest ended job
     expect(tab.get_by_test_id("stAlertContentSuccess")).to_contain_text("Done in", timeout=30000)
     wait_for_run(tab)
     tab.screenshot(path=str(ARTIFACTS / "train-job-done.png"), full_page=True)
@@ -125,9 +123,8 @@ def test_cancelling_a_job_shows_cancelled_and_keeps_the_partial_run(server, tab)
     wait_for_run(tab)
     start_job(tab, epochs=50, subset=10000)
     tab.get_by_role("button", name="Cancel job").click()
-    expect(tab.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=120000)
-    newest = job_lines(tab)[1]
-    assert newest == "cancel mlp800 · KD (soft targets): cancelled by the user", job_lines(tab)
+    lines = job_lines_when_idle(tab, timeout_ms=120000)
+    assert lines[1] == "cancel mlp800 · KD (soft targets): cancelled by the user", lines
     expect(tab.get_by_test_id("stAlertContentWarning")).to_contain_text(
         "Cancelled by the user. A partial run is kept", timeout=30000)
     wait_for_run(tab)
@@ -149,10 +146,9 @@ def test_two_tabs_see_the_same_jobs(server, browser):
         expect(b.get_by_test_id("stSidebar").get_by_test_id("stProgress")).to_have_count(1, timeout=30000)
         b.screenshot(path=str(ARTIFACTS / "second-tab-sees-job.png"), full_page=True)
         a.get_by_role("button", name="Cancel job").click()
-        for tab in (a, b):
-            expect(tab.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=120000)
-        assert job_lines(a) == job_lines(b)
-        assert job_lines(a)[1] == "cancel mlp800 · KD (soft targets): cancelled by the user"
+        lines_a, lines_b = (job_lines_when_idle(tab, timeout_ms=120000) for tab in (a, b))
+        assert lines_a == lines_b
+        assert lines_a[1] == "cancel mlp800 · KD (soft targets): cancelled by the user", lines_a
     finally:
         a_ctx.close()
         b_ctx.close()
