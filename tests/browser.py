@@ -111,19 +111,16 @@ def new_tab(browser):
     return ctx
 
 
-def job_lines(page) -> list[str]:
-    """The sidebar's job monitor as text, one line per job (material icon names included)."""
-    text = page.get_by_test_id("stSidebar").inner_text().split("Training jobs", 1)[1]
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def job_lines_when_idle(page, timeout_ms: int) -> list[str]:
-    """The sidebar's job lines once no job runs and the page has finished redrawing:
-    during the redraw the running job's link can still stand below the new lines."""
+    """The sidebar's job monitor as text, one line per job (material icon names included),
+    once no job runs and the page has finished redrawing: during the redraw the running
+    job's link can still stand below the new lines."""
     from playwright.sync_api import expect
-    expect(page.get_by_test_id("stSidebar")).to_contain_text("No training job is running.", timeout=timeout_ms)
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar).to_contain_text("No training job is running.", timeout=timeout_ms)
     wait_for_run(page)
-    return job_lines(page)
+    text = sidebar.inner_text().split("Training jobs", 1)[1]
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def download_table(page) -> list[dict]:
