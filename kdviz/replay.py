@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import data
 from .store import RunInfo, RunStore
-from .train import TrainConfig, predict_logits
+from .train import TrainConfig, estimated_work, predict_logits
 
 GROUP_PREFIX = "hinton-"
 LABEL_PREFIX = "Hinton 2015 · "
@@ -87,6 +87,7 @@ class ReplayConfig:
     alpha: float = 0.9  # weight of the soft term; the hard-label term gets 1 - alpha, a low weight
     sweep_30: bool = False  # optional stage 6: 30-unit students at T in T30_TEMPERATURES
     train_subset: int | None = None  # quick demos and tests
+    exclude_offline_sample: bool = False  # leave out the offline sample's 5,000 digits (the shipped replay)
     max_steps: int | None = None  # per stage (tests)
     seed: int = 0
     device: str = "auto"
@@ -106,7 +107,7 @@ def stage_config(key: str, cfg: ReplayConfig, teacher: str | None = None) -> Tra
     §3's 146-error net is unregularised, and the distilled ones are "regularised solely"
     by the soft targets. With ``augment=False`` the teacher's logits are computed once."""
     common = dict(dataset="mnist", group=cfg.group, label=LABEL_PREFIX + STAGE_BY_KEY[key].title,
-                  train_subset=cfg.train_subset, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
+                  train_subset=cfg.train_subset, exclude_offline_sample=cfg.exclude_offline_sample, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
                   data_root=cfg.data_root, weight_decay=0.0)
     if key == "teacher":  # dropout 0.2/0.5 and max-norm live in the mlp1200 model; jitter is augment
         return TrainConfig(model="mlp1200", epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, augment=True, **common)
@@ -127,10 +128,11 @@ def run(ctx, cfg: ReplayConfig) -> dict:
     """The whole replay as one task (a ``kdviz.jobs.JobContext`` in the app, the CLI's
     foreground context otherwise). Stops at the first stage that does not finish."""
     keys, runs = cfg.stage_keys, {}
+    work = [estimated_work(stage_config(key, cfg, teacher="(trained first)"), teacher_arch="mlp1200") for key in keys]
     for i, key in enumerate(keys):
         if ctx.should_stop():
             break
-        ctx.set_stage(STAGE_BY_KEY[key].title, i, len(keys))
+        ctx.set_stage(STAGE_BY_KEY[key].title, i, len(keys), work=work if i == 0 else None)
         result = ctx.train(stage_config(key, cfg, teacher=runs.get("teacher")))
         runs[key] = result.run_id
         if result.status != "done":

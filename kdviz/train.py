@@ -160,6 +160,22 @@ def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.
     return cfg
 
 
+def estimated_work(cfg: TrainConfig, teacher_arch: str | None = None) -> float:
+    """Roughly what training ``cfg`` costs (multiply-accumulates): images × epochs of every
+    stage × (a forward and a backward pass of the student, about 3 forwards, plus the
+    teacher's forward pass when its logits cannot be cached). Weights a job's stages."""
+    shape, classes = data.SHAPES[cfg.dataset], len(data.CLASSES[cfg.dataset])
+    images = min(cfg.train_subset or data.TRAIN_SIZES[cfg.dataset], data.TRAIN_SIZES[cfg.dataset]) * cfg.fraction
+    if cfg.keep_classes or cfg.omit_classes:  # classes are about equally frequent in these datasets
+        images *= (len(cfg.keep_classes) or classes - len(cfg.omit_classes)) / classes
+    method = methods.get(cfg.method)
+    per_image = 3 * models.macs(models.build(cfg.model, shape, classes), shape)
+    live_teacher = cfg.augment or any(stage.needs_features for stage in method.stages(cfg))
+    if method.needs_teacher and teacher_arch in models.MODELS and live_teacher:
+        per_image += models.macs(models.build(teacher_arch, shape, classes), shape)
+    return images * sum(stage.epochs for stage in method.stages(cfg)) * per_image * method.run_count(cfg)
+
+
 def transfer_set(cfg: TrainConfig, ds: data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = ds.train_x, ds.train_y
     if cfg.exclude_offline_sample:

@@ -1,7 +1,7 @@
 """The app shell and the Training lab through Streamlit's AppTest (no browser)."""
+import functools
 import re
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -75,30 +75,36 @@ def sidebar_of_a_fresh_session() -> AppTest:
     return at.sidebar
 
 
-def test_sidebar_shows_device_data_and_live_jobs(runs):
+def half_a_stage(ctx, gate: str) -> None:
+    """A job half-way through the second of two stages, until ``gate`` exists."""
+    ctx.set_stage("student: KD", 1, 2)
+    ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.25)
+    time.sleep(0.2)
+    ctx.on_row({"kind": "step", "step": 2, "loss": 1.0}, 0.5)
+    while not Path(gate).exists():
+        time.sleep(0.01)
+
+
+def test_sidebar_shows_device_data_and_live_jobs(runs, tmp_path):
     from pages import common
     sidebar = sidebar_of_a_fresh_session()
     captions = [c.value for c in sidebar.caption]
     assert captions[0].startswith("**Device:** CPU (") and "threads)" in captions[0]
     assert any(c.startswith("MNIST: data folder") for c in captions)
     assert "No training job is running." in captions and not sidebar.get("progress")
-    reported, gate = threading.Event(), threading.Event()
-
-    def task(ctx):
-        ctx.set_stage("student: KD", 1, 2)
-        ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.5)
-        reported.set()
-        gate.wait(30)
-
-    job = common.manager().submit_task(task, "demo job")  # the app's singleton: shared by every tab
+    gate = tmp_path / "gate"
+    job = common.manager().submit_task(functools.partial(half_a_stage, gate=str(gate)), "demo job")  # shared by every tab
     try:
-        assert reported.wait(10)
+        deadline = time.time() + 60
+        while len(common.manager().get(job).history) < 2:
+            assert time.time() < deadline
+            time.sleep(0.05)
         bars = sidebar_of_a_fresh_session().get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 75  # (1 + 0.5) / 2 of the job
         assert bars[0].proto.text.startswith("**demo job**: student: KD · 75% · about")
     finally:
-        gate.set()
-    assert common.manager().wait(job, 10).status == "done"
+        gate.touch()
+    assert common.manager().wait(job, 30).status == "done"
     sidebar = sidebar_of_a_fresh_session()
     assert not sidebar.get("progress")
     assert ":material/check_circle: **demo job**: done" in [c.value for c in sidebar.caption]  # newest ended job
