@@ -130,9 +130,8 @@ class Comparison:
     reliability: dict[str, dict]  # method -> reliability bins pooled over seeds
 
 
-def load_member(store: RunStore, run_id: str, ds: data.Dataset, device="cpu") -> Member:
-    model, _ = store.load_model(run_id, device)
-    return Member(store.get(run_id), train.predict_logits(model, ds.test_x, ds.name, device).cpu().numpy())
+def load_member(store: RunStore, run_id: str, ds: data.Dataset) -> Member:
+    return Member(store.get(run_id), train.test_logits(store, run_id, ds))
 
 
 def measure_latency(arch: str, dataset: str, device="cpu", **kw) -> dict[int, float]:
@@ -154,6 +153,31 @@ def _rank(method: str) -> int:
     return order.index(method) if method in order else len(order)
 
 
+def _epochs(config: dict) -> str:
+    """Epochs as trained: two-stage methods show their first stage too, e.g. "1 hint + 2"."""
+    method = config.get("method", "plain")
+    if method not in methods.METHODS:
+        return str(config.get("epochs", ""))
+    cfg = train.TrainConfig.from_dict(config)
+    stages = methods.get(method).stages(cfg)
+    if len(stages) == 1:
+        return str(stages[0].epochs)
+    return " + ".join(f"{s.epochs} {s.name}" if i < len(stages) - 1 else str(s.epochs) for i, s in enumerate(stages))
+
+
+def _note(method: str, acc: float, plain: float, plain_std, std, config: dict) -> str:
+    """Says, next to the number, when a method did not beat the plain student and why."""
+    if method in ("teacher", "plain") or math.isnan(plain):
+        return ""
+    noise = max(float(np.nan_to_num(plain_std)), float(np.nan_to_num(std)))
+    if acc < plain - noise:
+        why = caveats(config)
+        return "below the plain student" + (f": {'; '.join(why)}" if why else "")
+    if acc < plain:
+        return "below plain, within the spread of the seeds"
+    return ""
+
+
 def label(method: str, arch: str = "") -> str:
     return f"Teacher ({arch})" if method == "teacher" else methods.get(method).label
 
@@ -173,6 +197,8 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
         "kl": metrics.kl_divergence(teacher.logits, m.logits, T=1.0),
         "ece": metrics.ece(m.logits, labels, ECE_BINS),
         "train_time_s": m.run.summary.get("train_time_s", math.nan),
+        "machine": m.run.summary.get("machine") or m.run.summary.get("device"),
+        "epochs": _epochs(m.run.config),
     } for key, m in members])
     order = sorted(set(runs.method), key=lambda m: (_rank(m), m))
     by = runs.groupby("method", sort=False)
@@ -180,21 +206,26 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
     plain = mean.test_acc.get("plain", math.nan)
     latency = latency or {}
     model_of = by.model.first().reindex(order)
+    std = by.test_acc.std().reindex(order)  # sample std over seeds
+    configs = {key: m.run.config for key, m in members}
+    same_machine = runs.machine.nunique() == 1  # train times compare only when measured on one machine
     table = pd.DataFrame({
         "method": [label(k, model_of[k]) for k in order],
         "model": model_of.values,
         "params": by.params.first().reindex(order).values,
         "seeds": by.size().reindex(order).values,
+        "epochs": by.epochs.first().reindex(order).values,
         "test acc (%)": 100 * mean.test_acc.values,
-        "± std (pp)": 100 * by.test_acc.std().reindex(order).values,  # sample std over seeds
+        "± std (pp)": 100 * std.values,
         "Δ vs plain (pp)": 100 * (mean.test_acc.values - plain),
         "Δ vs teacher (pp)": 100 * (mean.test_acc.values - mean.test_acc["teacher"]),
         "agreement with teacher (%)": 100 * mean.agreement.values,
         "KL(teacher‖student), T=1 (nats)": mean.kl.values,
         f"ECE, {ECE_BINS} bins (%)": 100 * mean.ece.values,
-        "train time (s)": mean.train_time_s.values,
+        "train time (s)": mean.train_time_s.values if same_machine else math.nan,
         **{f"latency, batch {b} (ms/image)": [1000 * latency.get(a, {}).get(b, math.nan) for a in model_of]
            for b in LATENCY_BATCHES},
+        "note": [_note(k, mean.test_acc[k], plain, std.get("plain"), std[k], configs[k]) for k in order],
     })
     per_class = pd.DataFrame(
         [100 * np.mean([metrics.per_class_accuracy(m.logits, labels, len(classes))
@@ -209,7 +240,7 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
 def evaluate_runs(store: RunStore, teacher: str, run_ids: list[str], ds: data.Dataset, device="cpu") -> Comparison:
     """``evaluate`` straight from the store, timing each architecture on ``device`` (the CLI's
     path; the app caches logits and latency across reruns instead)."""
-    members = [load_member(store, run_id, ds, device) for run_id in [teacher, *run_ids]]
+    members = [load_member(store, run_id, ds) for run_id in [teacher, *run_ids]]
     archs = {m.run.config["model"] for m in members}
     latency = {arch: measure_latency(arch, ds.name, device) for arch in archs}
     return evaluate(members[0], members[1:], ds.test_y.numpy(), ds.classes, latency)
@@ -273,3 +304,37 @@ def teacher_free(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
                    for r in runs if r.config.get("generation") is not None and "test_acc" in r.summary]
     frame = pd.DataFrame(generations, columns=["group", "generation", "run", "test accuracy (%)"])
     return pd.DataFrame(cohorts), frame.sort_values(["group", "generation"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- saying what a result means
+
+def caveats(config: dict) -> list[str]:
+    """What, in a run's config, can keep a method from helping: the short-run reasons a
+    class should hear before concluding that a method does not work."""
+    notes = []
+    full = data.TRAIN_SIZES.get(config.get("dataset", "mnist"), 0)
+    if config.get("train_subset") and config["train_subset"] < full:
+        notes.append(f"trained on {config['train_subset']:,} of {full:,} images")
+    if config.get("epochs", 0) < 5:
+        notes.append(f"only {config.get('epochs')} epoch{'s' if config.get('epochs') != 1 else ''}")
+    if config.get("method") in ("at", "kd_at") and config.get("beta") == train.TrainConfig.beta:
+        notes.append("β = 1000 is the paper's weight for CIFAR ResNets, not tuned for this pair")
+    return notes
+
+
+def lesson_sentence(student: dict, twin: dict, teacher: dict | None, config: dict) -> str:
+    """One line on a student beside its plain twin (and teacher): did distillation help, by how
+    much, and if it did not, the likely reasons. Summaries hold ``test_acc`` and ``test_errors``."""
+    name = methods.get(config.get("method", "kd")).label
+    gained = twin["test_errors"] - student["test_errors"]
+    if gained > 0:
+        text = (f"**Distillation helped:** the {name} student made {gained:,} fewer test errors than its plain twin "
+                f"({100 * student['test_acc']:.2f} % against {100 * twin['test_acc']:.2f} %)")
+        if teacher and teacher["test_acc"] > twin["test_acc"]:
+            share = (student["test_acc"] - twin["test_acc"]) / (teacher["test_acc"] - twin["test_acc"])
+            text += f", closing {100 * share:.0f} % of the gap to the teacher"
+        return text + "."
+    why = caveats(config)
+    return (f"**The {name} student did {'no better' if gained == 0 else 'worse'} than its plain twin** "
+            f"({100 * student['test_acc']:.2f} % against {100 * twin['test_acc']:.2f} %). "
+            + (f"Likely why: {'; '.join(why)}." if why else "One seed only: such a difference can be noise."))

@@ -17,6 +17,7 @@ import os
 import pickle
 import socket
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,12 @@ class Dataset:
     classes: list[str]
     source: str  # human-readable, shown in the UI
     is_sample: bool  # True when this is not the full dataset
+
+    @functools.cached_property
+    def test_key(self) -> str:
+        """Names this test set (the full one, a sample, an offline fallback) in file names of
+        arrays computed on it, e.g. a run's test-set logits."""
+        return f"{self.name}-{len(self.test_y)}-{zlib.crc32(self.test_x.numpy().tobytes()):08x}"
 
     @property
     def shape(self) -> tuple[int, int, int]:

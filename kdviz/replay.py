@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import data
 from .store import RunInfo, RunStore
-from .train import TrainConfig, estimated_work, predict_logits
+from .train import TrainConfig, estimated_work, test_logits
 
 GROUP_PREFIX = "hinton-"
 LABEL_PREFIX = "Hinton 2015 · "
@@ -158,9 +158,8 @@ def replays(runs: list[RunInfo]) -> dict[str, dict[str, RunInfo]]:
 
 
 def stage_logits(store: RunStore, runs: dict[str, str], ds: data.Dataset) -> dict[str, np.ndarray]:
-    """Test-set logits (numpy) of each stage's run, computed once (for the CLI and the bench)."""
-    return {key: predict_logits(store.load_model(run_id)[0], ds.test_x, ds.name).numpy()
-            for key, run_id in runs.items()}
+    """Test-set logits (numpy) of each stage's run (for the CLI and the bench)."""
+    return {key: test_logits(store, run_id, ds) for key, run_id in runs.items()}
 
 
 # ---------------------------------------------------------------- bias shifts on cached logits

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import models
@@ -212,3 +213,21 @@ class RunStore:
         except Exception as e:  # unpickling, key or shape errors all mean a damaged checkpoint
             raise RunError(f"run {run_id}: model.pt is damaged and cannot be loaded ({type(e).__name__})") from e
         return model.to(device).eval(), payload.get("extras", {})
+
+    # ---------------------------------------------------------------- derived arrays
+    def write_array(self, run_id: str, name: str, array: np.ndarray) -> None:
+        """Keep an array computed from a run (e.g. its test-set logits) in its folder, so it
+        is computed once; a read-only run (shipped) keeps only what it was shipped with."""
+        if not self._is_readonly(run_id):
+            _atomic_write(self.path(run_id) / name, lambda f: np.save(f, array))
+
+    def read_array(self, run_id: str, name: str) -> np.ndarray | None:
+        """The array, or None when it is missing, damaged, or older than the run's checkpoint
+        (computed from an earlier epoch; shipped runs never change)."""
+        path = self.path(run_id) / name
+        try:
+            if not self._is_readonly(run_id) and path.stat().st_mtime < (path.parent / "model.pt").stat().st_mtime:
+                return None
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):  # missing, unreadable or damaged: compute it again
+            return None

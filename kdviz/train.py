@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -208,12 +210,32 @@ def predict_logits(model: models.TapModel, x_uint8: torch.Tensor, dataset: str,
     return out
 
 
-def evaluate(model: models.TapModel, ds: data.Dataset, device) -> dict:
-    logits = predict_logits(model, ds.test_x, ds.name, device)
-    y = ds.test_y.to(logits.device)
+def test_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    y = y.to(logits.device)
     errors = int((logits.argmax(1) != y).sum())
     return {"test_acc": (len(y) - errors) / len(y), "test_errors": errors,
             "test_loss": float(F.cross_entropy(logits, y))}
+
+
+def evaluate(model: models.TapModel, ds: data.Dataset, device) -> dict:
+    return test_metrics(predict_logits(model, ds.test_x, ds.name, device), ds.test_y)
+
+
+def logits_file(ds: data.Dataset) -> str:
+    return f"test_logits-{ds.test_key}.npy"
+
+
+def test_logits(store: RunStore, run_id: str, ds: data.Dataset) -> np.ndarray:
+    """A run's test-set logits (float32, N x classes), computed once: the trainer keeps its final
+    ones in the run's folder, shipped runs come with theirs (float16, 200 kB per 10,000 images),
+    and any other (run, test set) pair is computed on first use and kept (unless read-only)."""
+    cached = store.read_array(run_id, logits_file(ds))
+    if cached is not None and cached.shape[0] == len(ds.test_y):
+        return cached.astype(np.float32)
+    model, _ = store.load_model(run_id)
+    logits = predict_logits(model, ds.test_x, ds.name).numpy()
+    store.write_array(run_id, logits_file(ds), logits)
+    return logits
 
 
 def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dict, float], None] | None = None,
@@ -363,7 +385,8 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 log_losses()  # the epoch's last steps, so a short stage still shows its loss
             if stopped and seen == 0 and row is not None:
                 break  # stopped between epochs: the last evaluation and checkpoint stand
-            metrics = evaluate(student, ds, device)
+            logits = predict_logits(student, ds.test_x, ds.name, device)
+            metrics = test_metrics(logits, ds.test_y)
             row = {"kind": "epoch", "stage": stage.name, "epoch": epoch, "step": step,
                    "train_acc": float(correct) / max(seen, 1), **metrics, "time_s": time.time() - t0}
             emit(row)
@@ -375,9 +398,11 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
 
     summary = {"test_acc": row["test_acc"], "test_errors": row["test_errors"], "test_loss": row["test_loss"],
                "train_acc": row["train_acc"], "steps": step, "train_time_s": time.time() - t0,
-               "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device), "data_source": ds.source,
+               "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device),
+               "machine": f"{platform.node()} ({torch.get_num_threads()} threads)", "data_source": ds.source,
                "train_images": len(y), **method.summary(student, lambda m: evaluate(m, ds, device))}
     status = "cancelled" if stopped else "done"
+    store.write_array(run_id, logits_file(ds), logits.cpu().numpy())
     store.finish(run_id, status, summary, reason="cancelled by the user" if stopped else "")
     return Result(run_id, status, summary, student)
 
