@@ -2,7 +2,7 @@
 import streamlit as st
 
 from kdviz import data, jobs
-from pages import common
+from pages import common, job_view
 
 
 # How often each tab's sidebar looks at the job list: often while a job runs, and
@@ -28,7 +28,7 @@ def _job_monitor(seen: tuple) -> None:
         st.rerun()  # a job started (perhaps in another tab) or ended: refresh the page's job lists and tables
     active = [v for v in views if v.active]
     for view in reversed(active):  # oldest first: the running one, then the queue
-        common.job_progress(view)
+        job_view.job_progress(view)
     if active:
         st.page_link("pages/train.py", label="Watch in the Training lab", icon=":material/science:")
     else:

@@ -178,23 +178,34 @@ def train_one(ctx: JobContext, cfg: train.TrainConfig) -> dict:
     return _summary(ctx.train(cfg))
 
 
-def _teacher_then_student(ctx: JobContext, teacher: train.TrainConfig, student: train.TrainConfig) -> dict:
-    ctx.set_stage("teacher", 0, 2, work=[train.estimated_work(teacher),
-                                         train.estimated_work(student, teacher_arch=teacher.model)])
-    t = ctx.train(teacher)
-    result = {"teacher": _summary(t)}
-    if t.status == "done":
-        ctx.set_stage(f"student: {methods.get(student.method).label}", 1, 2)
-        result["student"] = _summary(ctx.train(dataclasses.replace(student, teacher=t.run_id)))
+def _lesson(ctx: JobContext, student: train.TrainConfig, teacher: train.TrainConfig | None, twin: bool) -> dict:
+    plan = ([("teacher", teacher)] if teacher else []) + [(f"student: {methods.get(student.method).label}", student)]
+    if twin:  # the lesson's baseline: the same student and settings, labels only (its teacher recorded)
+        plan.append(("plain twin", dataclasses.replace(student, method="plain", label="plain twin")))
+    teacher_arch = teacher.model if teacher else ctx.store.get(student.teacher).config.get("model")
+    work = [train.estimated_work(cfg, teacher_arch=teacher_arch) for _, cfg in plan]
+    result, teacher_id = {}, student.teacher
+    for i, (name, cfg) in enumerate(plan):
+        ctx.set_stage(name, i, len(plan), work=work if i == 0 else None)
+        run = ctx.train(cfg if name == "teacher" else dataclasses.replace(cfg, teacher=teacher_id))
+        result[name.split(":")[0]] = _summary(run)
+        if run.status != "done":
+            break
+        if name == "teacher":
+            teacher_id = run.run_id
     return result
 
 
-def teacher_then_student(teacher: train.TrainConfig, student: train.TrainConfig) -> Callable[[JobContext], dict]:
-    """A two-stage task: train ``teacher``, then distil ``student`` from it.
-    Both configs are checked now, so a bad value raises before anything is queued."""
-    train.validate(teacher)
-    train.validate(dataclasses.replace(student, teacher="(trained first)"))
-    return functools.partial(_teacher_then_student, teacher=teacher, student=student)
+def lesson(student: train.TrainConfig, teacher: train.TrainConfig | None = None,
+           twin: bool = False) -> Callable[[JobContext], dict]:
+    """A job that makes a point: (optionally) train ``teacher`` first, distil ``student`` from it
+    (or from ``student.teacher``), then (optionally) the student's plain twin, so the result shows
+    the student beside a baseline trained the same way. Result: {"teacher", "student", "plain twin"}
+    summaries. Every config is checked now, so a bad value raises before anything is queued."""
+    if teacher:
+        train.validate(teacher)
+    train.validate(dataclasses.replace(student, teacher=student.teacher or "(trained first)"))
+    return functools.partial(_lesson, student=student, teacher=teacher, twin=twin)
 
 
 def _reason(e: BaseException) -> str:

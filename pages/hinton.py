@@ -5,7 +5,7 @@ import streamlit as st
 
 from kdviz import replay
 from kdviz.viz import replay as viz
-from pages import common
+from pages import common, job_view
 
 WHY = """
 **Why a student can recognise a digit it never saw.** The teacher's soft targets at
@@ -111,7 +111,7 @@ def live_table(polling: bool) -> None:
         if polling and not view.active:
             st.rerun()  # finished: the full rerun draws the bias sections
         if view.active:
-            common.job_progress(view)
+            job_view.job_progress(view)
             if st.button("Cancel the replay", key="hinton_cancel", help="Stops within one step; finished stages stay."):
                 mgr.cancel(job.id)
         elif view.status == "failed":

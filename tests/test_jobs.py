@@ -214,7 +214,7 @@ def test_submit_validates_before_queueing(store):
     with pytest.raises(ValueError, match="teacher: no run named 'missing'"):
         mgr.submit(tiny(method="kd", teacher="missing"))
     with pytest.raises(ValueError, match="T:"):
-        jobs.teacher_then_student(tiny(), tiny(method="kd", T=-1))
+        jobs.lesson(tiny(method="kd", T=-1), teacher=tiny())
     assert mgr.list() == [] and store.list() == []
 
 
@@ -240,17 +240,19 @@ def test_gpu_jobs_leave_no_memory_in_the_server(store):
     assert torch.cuda.memory_allocated() == before
 
 
-def test_teacher_then_student_runs_two_linked_stages(store):
+def test_a_lesson_trains_teacher_student_and_plain_twin_linked(store):
     mgr = JobManager(store)
-    task = jobs.teacher_then_student(tiny(), tiny(method="kd", T=3.0))
+    task = jobs.lesson(tiny(method="kd", T=3.0), teacher=tiny(), twin=True)
     view = mgr.wait(mgr.submit_task(task, "pipeline", group="g1"), 120)
     assert view.status == "done", view.traceback
-    teacher, student = view.run_ids
+    teacher, student, twin = view.run_ids
     assert store.get(student).config["teacher"] == teacher and store.get(student).config["T"] == 3.0
+    twin_cfg = store.get(twin).config  # the same student and settings on labels only, its teacher recorded
+    assert (twin_cfg["method"], twin_cfg["teacher"], twin_cfg["model"]) == ("plain", teacher, "mlp30")
     assert {store.get(r).config["group"] for r in view.run_ids} == {"g1"}
-    assert [r["job_stage"] for r in view.history][0] == "teacher"
-    assert view.history[-1]["job_stage"] == "student: KD (soft targets)"
-    assert view.result["teacher"]["run_id"] == teacher and view.result["student"]["run_id"] == student
+    stages = list(dict.fromkeys(r["job_stage"] for r in view.history))
+    assert stages == ["teacher", "student: KD (soft targets)", "plain twin"]
+    assert [view.result[k]["run_id"] for k in ("teacher", "student", "plain twin")] == [teacher, student, twin]
 
 
 def test_multi_run_method_is_one_job_with_every_run_linked(store):
