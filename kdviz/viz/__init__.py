@@ -5,8 +5,14 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import plotly.io as pio
 
+# Readable on a projector: 14 px dark text everywhere (ticks, legends, annotations inherit it),
+# and powers of ten as 10⁻³, never SI prefixes ("1µ" for a probability of 10⁻⁶).
+_AXIS = dict(tickfont=dict(size=14, color="#222222"), exponentformat="power")
+pio.templates["kdviz"] = go.layout.Template(layout=dict(
+    font=dict(size=14, color="#222222"), xaxis=_AXIS, yaxis=_AXIS,
+    coloraxis=dict(colorbar=dict(tickfont=dict(size=14)))))
 # Set once: passing template= on every figure costs ~40 ms per figure to resolve.
-pio.templates.default = "plotly_white"
+pio.templates.default = "plotly_white+kdviz"
 
 # One colour per method, used by every page (plotly's D3/Plotly palette).
 METHOD_COLORS = {
@@ -24,6 +30,14 @@ METHOD_COLORS = {
 }
 DIVERGING = "RdBu_r"  # signed maps (attributions, differences), always centred at zero
 SEQUENTIAL = "Viridis"  # non-negative maps (attention, probabilities)
+
+
+T_TICKS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+
+
+def temperature_axis(fig: go.Figure, title: str = "temperature T (log scale)", **where) -> None:
+    """A log T axis labelled 0.5, 1, 2, 5 ... in plain numbers (plotly's own log ticks read "5" for 0.5)."""
+    fig.update_xaxes(type="log", tickvals=T_TICKS, ticktext=[f"{t:g}" for t in T_TICKS], title_text=title, **where)
 
 
 def method_color(method: str) -> str:

@@ -59,7 +59,7 @@ def loss_curves(steps: pd.DataFrame, names: dict[str, str]) -> go.Figure:
                                      hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra>{TERM_LABELS[term]}</extra>"),
                           row=1, col=col)
             shown.add(method)
-        fig.update_yaxes(type="log", row=1, col=col)
+        fig.update_yaxes(type="log", dtick=1, row=1, col=col)
         fig.update_xaxes(title_text="training step", row=1, col=col)
     fig.update_yaxes(title_text="loss (log scale)", row=1, col=1)
     return _legend_below(layout(fig, "Loss terms per step", height=420))

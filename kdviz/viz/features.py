@@ -109,10 +109,13 @@ def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
         for c, stage in enumerate(stages, 1):
             if image is not None:
                 fig.add_trace(_gray(image), r, c)
-            fig.add_trace(go.Heatmap(z=_np(maps[label][stage]), colorscale=SEQUENTIAL, zmin=0, zmax=zmax[stage],
-                                     opacity=0.6 if image is not None else 1.0, showscale=False,
-                                     hovertemplate="attention %{z:.3f}<extra></extra>"), r, c)
+            z = _np(maps[label][stage])
+            fig.add_trace(go.Heatmap(z=z / (zmax[stage] or 1.0), customdata=z, coloraxis="coloraxis",
+                                     opacity=0.6 if image is not None else 1.0,
+                                     hovertemplate="attention %{customdata:.3f}<extra></extra>"), r, c)
     _image_axes(fig, len(labels) * len(stages))
+    fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
+                                     colorbar=dict(title="÷ largest<br>in column")))
     return layout(fig, "Attention maps (channel mean of squared activations, L2-normalised)",
                   height=60 + 200 * len(labels))
 
@@ -145,10 +148,12 @@ def attribution_grid(attrs: dict[str, dict], image=None, clip: float = 99.0) -> 
             lim = float(np.percentile(np.abs(a), clip)) or float(np.abs(a).max()) or 1.0
             if image is not None:
                 fig.add_trace(_gray(image), r, c)
-            fig.add_trace(go.Heatmap(z=a, colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim, showscale=False,
+            fig.add_trace(go.Heatmap(z=np.clip(a / lim, -1, 1), customdata=a, coloraxis="coloraxis",
                                      opacity=0.7 if image is not None else 1.0,
-                                     hovertemplate="attribution %{z:.2e}<extra></extra>"), r, c)
+                                     hovertemplate="attribution %{customdata:.2e}<extra></extra>"), r, c)
     _image_axes(fig, len(labels) * len(methods))
+    fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmin=-1, cmax=1,
+                                     colorbar=dict(title=f"÷ {clip:g}th pct.<br>of |attribution|")))
     return layout(fig, f"Attributions (red: raises the class score, blue: lowers it; clipped at the "
                        f"{clip:g}th percentile)", height=60 + 200 * len(labels))
 
@@ -170,10 +175,15 @@ def fsp_grid(pairs, teacher_label: str = "Teacher", student_label: str = "Studen
         else:
             _note(fig, 3 * r, f"channels differ<br>{gt.shape} vs {gs.shape}")
         for c, (z, zlim) in enumerate(panels, 1):
-            fig.add_trace(go.Heatmap(z=z, colorscale=DIVERGING, zmid=0, zmin=-zlim, zmax=zlim, showscale=False,
-                                     hovertemplate="channel %{y} → channel %{x}<br>G = %{z:.3f}<extra></extra>"),
-                          r, c)
+            fig.add_trace(go.Heatmap(z=z / zlim, customdata=z, coloraxis="coloraxis" if c < 3 else "coloraxis2",
+                                     hovertemplate="channel %{y} → channel %{x}<br>G = %{customdata:.3f}"
+                                                   "<extra></extra>"), r, c)
     _image_axes(fig, 3 * len(pairs), square=False)
+    scale = dict(colorscale=DIVERGING, cmin=-1, cmax=1)
+    fig.update_layout(coloraxis=dict(**scale, colorbar=dict(title="G ÷ the row's<br>largest |G|", x=1.02, len=0.45,
+                                                            y=0.75)),
+                      coloraxis2=dict(**scale, colorbar=dict(title="difference ÷<br>its largest", x=1.02, len=0.45,
+                                                             y=0.25)))
     return layout(fig, "FSP matrices G = F₁ᵀF₂ / (h·w) (rows: channel of the first map, columns: of the last)",
                   height=60 + 220 * len(pairs))
 

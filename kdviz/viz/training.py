@@ -77,7 +77,7 @@ def loss_figure(history, method: str = "plain") -> go.Figure:
                                      line=dict(color=_color(name, method), width=3)))
     _stage_lines(fig, segments)
     layout(fig, "Loss per step", xaxis_title="training step (whole job)", yaxis_title="loss (log scale)",
-           yaxis_type="log", yaxis_dtick="D2", legend=dict(orientation="h", y=-0.25))
+           yaxis_type="log", yaxis_dtick=1, legend=dict(orientation="h", y=-0.25))
     return fig
 
 
