@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import cli, compare, data, replay
+from . import cli, compare, data, replay, sweep
 from .store import ASSETS, RunStore, write_json
 from .train import TrainConfig, evaluate, resolve_device, train
 
@@ -34,6 +34,11 @@ HALF_TOLERANCE = 0.001  # fp16 weights ship only if they lose at most 0.1 % test
 class Recipe:
     name: str  # folder under assets/pretrained; the run id is "pretrained/<name>"
     command: str  # arguments of `python -m kdviz`
+
+    @property
+    def is_sweep(self) -> bool:
+        """A `sweep` recipe ships every point's metrics as `<name>-<point>` folders, without weights."""
+        return self.command.split()[0] == "sweep"
 
 
 def _hinton(stage: str) -> str:
@@ -142,6 +147,9 @@ def ship(scratch: RunStore, run_id: str, recipe: Recipe, dest: Path) -> dict:
     }
 
 
+KINDS = ("checkpoints", "sweeps")  # the manifest's lists: one entry per run recipe, one per sweep recipe
+
+
 def read_manifest(dest: Path = ASSETS) -> dict:
     path = dest / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else {"checkpoints": []}
@@ -163,12 +171,21 @@ def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[st
             if only and recipe.name not in only:
                 continue
             print(f"\n== {recipe.name}: python -m kdviz {recipe.command}", flush=True)
-            result = train(recipe_config(recipe), scratch, on_row=cli.ProgressBar())
-            entry = ship(scratch, result.run_id, recipe, dest)
-            print(f"\nshipped {recipe.name}: test acc {entry['metrics']['test_acc']:.4f}", flush=True)
+            if recipe.is_sweep:  # issue 22: its points ship as metrics, replacing the last shipment's
+                group = cli.run_sweep(cli.parser().parse_args(shlex.split(recipe.command)), scratch)
+                last = next((e["points"] for e in read_manifest(dest).get("sweeps", [])
+                             if e["name"] == recipe.name), [])
+                entry = {**sweep.ship(scratch, group, dest, recipe.name, replaces=last),
+                         "command": f"python -m kdviz {recipe.command}"}
+                print(f"\nshipped {recipe.name}: {len(entry['points'])} points", flush=True)
+            else:
+                result = train(recipe_config(recipe), scratch, on_row=cli.ProgressBar())
+                entry = ship(scratch, result.run_id, recipe, dest)
+                print(f"\nshipped {recipe.name}: test acc {entry['metrics']['test_acc']:.4f}", flush=True)
             # Re-read: another `pretrain --only` may have shipped other checkpoints meanwhile.
-            entries = {e["name"]: e for e in read_manifest(dest)["checkpoints"]} | {recipe.name: entry}
+            entries = {kind: {e["name"]: e for e in read_manifest(dest).get(kind, [])} for kind in KINDS}
+            entries["sweeps" if recipe.is_sweep else "checkpoints"][recipe.name] = entry
             manifest = {"regenerate": "python -m kdviz pretrain", "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "checkpoints": [entries[n] for n in names if n in entries]}
+                        **{kind: [found[n] for n in names if n in found] for kind, found in entries.items()}}
             write_json(dest / "manifest.json", manifest)
     return manifest
