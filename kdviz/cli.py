@@ -125,12 +125,6 @@ class ForegroundContext:
         print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
         self.bar = ProgressBar()
 
-    def on_row(self, row: dict, frac: float) -> None:
-        self.bar(row, min(frac, 1.0))
-
-    def new_run(self, config: dict) -> str:
-        return self.store.create(config)
-
     def add_run(self, run_id: str) -> None:
         pass
 
@@ -156,12 +150,19 @@ def run_sweep(args, store: RunStore) -> str:
                  "fraction": args.fraction, "seed": seeds}
         grid = {axis: values for axis, values in given.items() if len(values) > 1}  # one value: not swept
         plan = sweep.create(store, _config(args, **{a: v[0] for a, v in given.items()}), grid, args.group)
-    left = len(sweep.missing(plan, store.list()))
-    where = f"Ray at {_ray_address(args) or 'a local Ray'}" if _ray_address(args) is not None \
-        else f"this machine, {args.workers} at a time"
+    left, address = len(sweep.missing(plan, store.list())), _ray_address(args)
+    where = f"Ray at {address or 'a local Ray'}" if address is not None else f"this machine, {args.workers} at a time"
     print(f"sweep {plan.group}: {len(plan.points())} points, {left} to train, on {where}", file=sys.stderr)
-    sweep.run(ForegroundContext(store), plan.group, args.workers, _ray_address(args), args.cpus_per_point,
-              args.gpus_per_point)
+    if address is not None:
+        sweep.run_on_ray(ForegroundContext(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
+        return plan.group
+
+    def report(view) -> None:
+        result = view.result or {}
+        how = f"{result['test_errors']} test errors" if view.status == "done" and "test_errors" in result \
+            else f"{view.status} {view.reason}".strip()
+        print(f"{view.label}: {how}", file=sys.stderr)
+    sweep.train_here(store, plan.group, args.workers, report)
     return plan.group
 
 

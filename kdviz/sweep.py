@@ -5,15 +5,14 @@ the run store as ``.sweeps/<group>.json``) plus the runs that carry its group id
 else is rebuilt from the store: which points are done, which are missing, the table
 behind the figures. Resuming trains only the missing points.
 
-``run`` is the one task that trains a sweep (a job's task through ``functools.partial``,
-or the CLI's foreground context). It trains the missing points on this machine,
-``workers`` at a time, or as Ray tasks: each trains into a temporary store on its worker
-and sends the run's files back, and this process imports them into the store, so the
-workers need not share its filesystem.
+On this machine the missing points are queued as ordinary jobs of the sweep's group
+(``submit``), so the one job manager trains them, as many at a time as it runs jobs. On
+Ray, one job (``run_on_ray``) sends each point as a Ray task that trains into a temporary
+store on its worker and returns the run's files, which this process imports into the
+store, so the workers need not share its filesystem.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import json
 import math
@@ -21,7 +20,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import methods, models, train
+from . import jobs, methods, models, train
 from .store import RunError, RunInfo, RunStore, write_json
 
 GROUP_PREFIX = "sweep-"
@@ -139,6 +137,12 @@ def create(store: RunStore, base: train.TrainConfig, grid: dict[str, list], grou
         return plan
     write_json(path, plan.to_dict())
     return plan
+
+
+def resumable(store: RunStore, group: str) -> bool:
+    """Whether the store holds the sweep's plan, so its missing points can be trained (a
+    shipped sweep has none)."""
+    return _plan_path(store, group).exists()
 
 
 def load(store: RunStore, group: str, runs: list[RunInfo] | None = None) -> Plan:
@@ -333,164 +337,75 @@ def _narrow(table: pd.DataFrame) -> Verdict:
                                             f"spread ({sigma:.1f}), so not clearly")
 
 
-# ---------------------------------------------------------------- running a sweep
-
-class _Progress:
-    """Reports a sweep's points to the job context (its stage line and progress) and to
-    ``.sweeps/<group>.progress.json`` in the store (done, running, queued, failed, ETA),
-    which the page reads whichever executor, process or machine trains the sweep.
-    One lock around every report: a job context need not be thread-safe."""
-
-    def __init__(self, ctx, plan: Plan, todo: int, done_before: int):
-        self.ctx, self.total, self.todo = ctx, len(plan.points()), todo
-        self.done_before, self.finished, self.failed = done_before, 0, 0
-        self.running: dict[int, float] = {}  # point index -> fraction trained
-        self.lock = threading.Lock()
-        self.run_ids: list[str] = []
-        self.path, self.t0, self.written = _progress_path(ctx.store, plan.group), time.time(), 0.0
-        self._report()
-
-    def _report(self, point: str = "") -> None:
-        """The job's stage line, e.g. 'mlp30 · T=4 · seed 0 · 3 of 12 points done · 2 running · 7 queued';
-        its progress counts this job's points."""
-        queued = self.todo - self.finished - len(self.running)
-        text = (f"{self.done_before + self.finished - self.failed} of {self.total} points done · "
-                f"{len(self.running)} running · {queued} queued"
-                + (f" · {self.failed} did not finish" if self.failed else ""))
-        self.ctx.set_stage(f"{point} · {text}" if point else text, self.finished, max(self.todo, 1))
-        self._write()
-
-    def _write(self, active: bool = True) -> None:
-        now = time.time()
-        frac = (self.finished + sum(self.running.values())) / max(self.todo, 1)
-        write_json(self.path, {
-            "done": self.done_before + self.finished - self.failed, "total": self.total,
-            "running": len(self.running), "queued": self.todo - self.finished - len(self.running),
-            "failed": self.failed, "active": active, "time": now,
-            "eta_s": (now - self.t0) * (1 - frac) / frac if active and frac > 0 else None})
-        self.written = now
-
-    def tick(self) -> None:
-        """Keep the progress file fresh (at most every 2 s), so a reader can tell it is live."""
-        with self.lock:
-            if time.time() - self.written >= 2:
-                self._write()
-
-    def should_stop(self) -> bool:
-        with self.lock:
-            return self.ctx.should_stop()
-
-    def start(self, index: int, cfg: train.TrainConfig) -> None:
-        with self.lock:
-            self.running[index] = 0.0
-            self._report(cfg.label.removeprefix("sweep · "))
-
-    def row(self, index: int, row: dict, frac: float) -> None:
-        with self.lock:
-            self.running[index] = frac
-            self.ctx.on_row(row, sum(self.running.values()))
-        self.tick()
-
-    def new_run(self, config: dict) -> str:
-        with self.lock:
-            run_id = self.ctx.new_run(config)
-            self.run_ids.append(run_id)
-            return run_id
-
-    def add_run(self, run_id: str) -> None:
-        with self.lock:
-            self.ctx.add_run(run_id)
-            self.run_ids.append(run_id)
-
-    def finish(self, index: int, ok: bool) -> None:
-        """A point ended; the line is redrawn when no other point starts after it (the last ones)."""
-        with self.lock:
-            self.running.pop(index, None)
-            self.finished += 1
-            self.failed += not ok
-            if self.todo - self.finished == len(self.running) > 0:
-                self._report()
-            else:
-                self._write()
-
-    def end(self) -> None:
-        with self.lock:
-            self.running.clear()
-            self._write(active=False)
-
-
-def _progress_path(store: RunStore, group: str) -> Path:
-    return _plan_path(store, group).with_suffix(".progress.json")
-
-
-LIVE_S = 30  # a progress file older than this belongs to a sweep that is no longer training
-
-
-def live_progress(store: RunStore, group: str) -> dict | None:
-    """The counts and ETA of a sweep training now (from any process), or None."""
-    try:
-        state = json.loads(_progress_path(store, group).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return state if state.get("active") and time.time() - state.get("time", 0) < LIVE_S else None
-
-
-def run(ctx, group: str, workers: int = 1, ray_address: str | None = None, cpus_per_point: float = 1,
-        gpus_per_point: float = 0) -> dict:
-    """Train the sweep's missing points: here, ``workers`` at a time, or on Ray when
-    ``ray_address`` is given ("" starts a local Ray, "auto" joins a running cluster).
-    ``ctx`` is a job context (``kdviz.jobs.JobContext``) or the CLI's stand-in for one."""
-    plan = load(ctx.store, group)
-    todo = missing(plan, _own(ctx.store))
-    progress = _Progress(ctx, plan, len(todo), len(plan.points()) - len(todo))
-    try:
-        if todo and ray_address is None:
-            _run_here(progress, ctx.store, plan, todo, max(1, int(workers)))
-        elif todo:
-            _run_on_ray(progress, ctx.store, plan, todo, ray_address, cpus_per_point, gpus_per_point)
-    finally:
-        progress.end()
-    final = counts(plan, _own(ctx.store))
-    return {"group": group, "points": final.total, "done": final.done, "trained": progress.finished - progress.failed,
-            "failed": progress.failed, "runs": progress.run_ids}
-
+# ---------------------------------------------------------------- training a sweep here: ordinary jobs
 
 def _own(store: RunStore) -> list[RunInfo]:
-    """The store's own runs: what a sweep trains or ships never counts a shipped run as one of its points."""
+    """The store's own runs: a shipped run never counts as a point of a sweep being trained or shipped."""
     return [r for r in store.list() if not r.readonly]
 
 
-def _run_here(progress: _Progress, store: RunStore, plan: Plan, todo: list[train.TrainConfig], workers: int) -> None:
-    """Each point through ``train.train_all``, as a job's ``ctx.train`` does, ``workers`` at a time."""
-    stop = threading.Event()
-
-    def should_stop() -> bool:
-        return stop.is_set() or progress.should_stop()
-
-    def one(index: int, cfg: train.TrainConfig) -> None:
-        if should_stop():
-            return
-        progress.start(index, cfg)
-        ok = False
-        try:
-            results = train.train_all(cfg, store, on_row=lambda row, frac: progress.row(index, row, frac),
-                                      should_stop=should_stop, on_run=lambda c, i, n: progress.new_run(c.to_dict()))
-            ok = results[-1].status == "done"
-        except Exception:  # recorded on the point's run as failed; the other points go on
-            pass
-        finally:
-            progress.finish(index, ok)
-
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kdviz-sweep") as pool:
-        futures = [pool.submit(one, i, cfg) for i, cfg in enumerate(todo)]
-        try:
-            concurrent.futures.wait(futures)
-        except BaseException:  # Ctrl-C in the CLI: the running points stop within one step
-            stop.set()
-            raise
+def submit(manager, plan: Plan) -> list[str]:
+    """Queue the sweep's missing points, in grid order, as ordinary jobs of its group (as the
+    Compare page does): the one job manager trains them ``max_concurrent`` at a time."""
+    return [manager.submit(cfg, group=plan.group, label=cfg.label) for cfg in missing(plan, _own(manager.store))]
 
 
-# ---------------------------------------------------------------- Ray
+def train_here(store: RunStore, group: str, workers: int = 1, report=None) -> list[str]:
+    """The CLI's way to train a sweep on this machine: a job manager of its own, ``workers``
+    points at a time, ``report(view)`` after each point. Ctrl-C cancels the points. Returns the job ids."""
+    manager = jobs.JobManager(store, max(1, int(workers)))
+    ids = submit(manager, load(store, group))
+    try:
+        for job_id in ids:
+            while (view := manager.get(job_id)).active:
+                time.sleep(0.2)
+            if report:
+                report(view)
+    except KeyboardInterrupt:
+        for job_id in ids:
+            manager.cancel(job_id)
+        while any(manager.get(job_id).active for job_id in ids):
+            time.sleep(0.2)
+        raise
+    return ids
+
+
+@dataclass(frozen=True)
+class Live:
+    """A sweep that is training now: points running and queued, and the time left (None: not known yet)."""
+    running: int
+    queued: int
+    eta_s: float | None
+
+
+LIVE_S = 30  # a Ray progress file older than this belongs to a sweep that is no longer training
+
+
+def live(store: RunStore, group: str, views: list, parallel: int = 1) -> Live | None:
+    """The sweep's progress, if it is training: from its Ray driver's progress file (written
+    by any process), else from its point jobs among ``views`` (this process's job manager,
+    running ``parallel`` jobs at a time). None when nothing of it is training."""
+    try:
+        state = json.loads(_progress_path(store, group).read_text())
+        if state.get("active") and time.time() - state.get("time", 0) < LIVE_S:
+            return Live(state["running"], state["queued"], state["eta_s"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        pass
+    mine = [v for v in views if v.group == group]
+    running = [v for v in mine if v.status == "running"]
+    queued = sum(v.status == "queued" for v in mine)
+    if not running and not queued:
+        return None
+    took = [v.finished - v.started for v in mine if v.status == "done" and None not in (v.started, v.finished)]
+    took += [(time.time() - v.started) / v.progress for v in running if not took and v.progress > 0.05]
+    if not took:
+        return Live(len(running), queued, None)
+    per_point = sum(took) / len(took)
+    left = sum(per_point * (1 - v.progress) if v.eta_s is None else v.eta_s for v in running) + queued * per_point
+    return Live(len(running), queued, left / max(1, min(parallel, len(running) + queued)))
+
+
+# ---------------------------------------------------------------- training a sweep on Ray
 
 def ray_module():
     """Ray, imported only when a sweep asks for it."""
@@ -509,9 +424,64 @@ def ray_available() -> bool:
         return False
 
 
-def _run_files(store: RunStore, run_id: str, names=("config.json", "model.pt")) -> dict[str, bytes]:
-    path = store.path(run_id)
-    return {n: (path / n).read_bytes() for n in names if (path / n).exists()}
+def connect_ray(address: str | None):
+    """Ray, connected: "" or None starts a local Ray on this machine, "auto" joins the cluster
+    running here, "ray://host:10001" a remote one. A process already connected stays so.
+    The workers get this kdviz with each task (``py_modules``); torch & co. they must have."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address or None, include_dashboard=False, logging_level="warning",
+                     runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SweepError(f"cannot reach Ray at {address!r}: {e}") from e
+    return ray
+
+
+def _progress_path(store: RunStore, group: str) -> Path:
+    return _plan_path(store, group).with_suffix(".progress.json")
+
+
+class _Progress:
+    """A Ray sweep's progress, told to the job context (its stage line and progress) and
+    written to ``.sweeps/<group>.progress.json``, which ``live`` reads from any process."""
+
+    def __init__(self, ctx, plan: Plan, todo: int, done_before: int):
+        self.ctx, self.total, self.todo = ctx, len(plan.points()), todo
+        self.done_before, self.finished, self.failed, self.running = done_before, 0, 0, 0
+        self.path, self.t0, self.written = _progress_path(ctx.store, plan.group), time.time(), 0.0
+        self._report()
+
+    def _report(self, point: str = "") -> None:
+        """The stage line, e.g. 'T=4 · seed 0 · 3 of 12 points done · 2 running · 7 queued'."""
+        queued = self.todo - self.finished - self.running
+        text = (f"{self.done_before + self.finished - self.failed} of {self.total} points done · "
+                f"{self.running} running · {queued} queued" + (f" · {self.failed} did not finish" if self.failed else ""))
+        self.ctx.set_stage(f"{point} · {text}" if point else text, self.finished, max(self.todo, 1))
+        self.write()
+
+    def write(self, active: bool = True) -> None:
+        now, frac = time.time(), self.finished / max(self.todo, 1)
+        write_json(self.path, {
+            "done": self.done_before + self.finished - self.failed, "total": self.total, "running": self.running,
+            "queued": self.todo - self.finished - self.running, "failed": self.failed, "active": active, "time": now,
+            "eta_s": (now - self.t0) * (1 - frac) / frac if active and frac > 0 else None})
+        self.written = now
+
+    def tick(self) -> None:
+        """Keep the file fresh (every 2 s), so a reader can tell the sweep is still training."""
+        if time.time() - self.written >= 2:
+            self.write()
+
+    def start(self, cfg: train.TrainConfig) -> None:
+        self.running += 1
+        self._report(cfg.label.removeprefix("sweep · "))
+
+    def finish(self, ok: bool) -> None:
+        self.running -= 1
+        self.finished += 1
+        self.failed += not ok
+        self.write()
 
 
 def train_on_worker(config: dict, teachers: dict[str, dict[str, bytes]], prefixes: list[str], threads: int) -> dict:
@@ -540,19 +510,6 @@ def train_on_worker(config: dict, teachers: dict[str, dict[str, bytes]], prefixe
         return {"files": {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}}
 
 
-def connect_ray(address: str | None):
-    """Ray, connected: "" or None starts a local Ray on this machine, "auto" joins the cluster
-    running here, "ray://host:10001" a remote one. A process already connected stays so."""
-    ray = ray_module()
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address or None, include_dashboard=False, logging_level="warning",
-                     runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise SweepError(f"cannot reach Ray at {address!r}: {e}") from e
-    return ray
-
-
 def _slots(ray, cpus: float, gpus: float) -> int:
     """Points the cluster can train at once, at ``cpus`` and ``gpus`` each (at least one)."""
     total = ray.cluster_resources()
@@ -560,38 +517,49 @@ def _slots(ray, cpus: float, gpus: float) -> int:
     return max(1, int(min(fits, default=1)))
 
 
-def _run_on_ray(progress: _Progress, store: RunStore, plan: Plan, todo: list[train.TrainConfig],
-                address: str, cpus: float, gpus: float) -> None:
-    """One Ray task per point, submitted as the cluster has room for them; their runs are
-    imported into ``store`` as they come back. A stop cancels the tasks in flight."""
-    ray = connect_ray(address)
-    teacher_ids = {t for cfg in todo for t in (cfg.teacher, *cfg.teachers) if t}
-    teachers = ray.put({t: _run_files(store, t) for t in teacher_ids})
-    task = ray.remote(train_on_worker).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-    queue, pending = list(enumerate(todo)), {}
+def run_on_ray(ctx, group: str, ray_address: str = "", cpus_per_point: float = 1, gpus_per_point: float = 0) -> dict:
+    """The task that trains a sweep's missing points on Ray ("" starts a local Ray, "auto"
+    joins the cluster running here): one Ray task per point, submitted as the cluster has
+    room, each run imported into ``ctx.store`` as it comes back. A stop (``ctx.should_stop``,
+    Ctrl-C) cancels the tasks in flight. ``ctx`` is a ``kdviz.jobs.JobContext`` or the CLI's
+    stand-in; the return value is the job's result."""
+    store = ctx.store
+    plan = load(store, group)
+    todo = missing(plan, _own(store))
+    progress = _Progress(ctx, plan, len(todo), len(plan.points()) - len(todo))
+    imported, pending = [], {}
     try:
-        while queue or pending:
-            if progress.should_stop():
-                break
+        ray = connect_ray(ray_address) if todo else None
+        if todo:
+            teachers = ray.put({t: {n: (store.path(t) / n).read_bytes() for n in ("config.json", "model.pt")}
+                                for t in {t for cfg in todo for t in (cfg.teacher, *cfg.teachers) if t}})
+            task = ray.remote(train_on_worker).options(num_cpus=cpus_per_point, num_gpus=gpus_per_point,
+                                                       max_retries=0)
+        queue = list(todo)
+        while (queue or pending) and not ctx.should_stop():
             progress.tick()
-            while queue and len(pending) < _slots(ray, cpus, gpus):
-                index, cfg = queue.pop(0)
-                pending[task.remote(cfg.to_dict(), teachers, list(store.readonly), max(1, math.ceil(cpus)))] = index
-                progress.start(index, cfg)
+            while queue and len(pending) < _slots(ray, cpus_per_point, gpus_per_point):
+                cfg = queue.pop(0)
+                pending[task.remote(cfg.to_dict(), teachers, list(store.readonly), math.ceil(cpus_per_point))] = cfg
+                progress.start(cfg)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             for ref in ready:
-                index = pending.pop(ref)
+                del pending[ref]
                 try:
-                    files = ray.get(ref)["files"]
-                except ray.exceptions.RayError:  # the worker died or the task raised before a run existed
-                    progress.finish(index, False)
+                    run_id = store.import_run(ray.get(ref)["files"])
+                except ray.exceptions.RayError:  # the worker died, or the task failed before a run existed
+                    progress.finish(False)
                     continue
-                run_id = store.import_run(files)
-                progress.add_run(run_id)
-                progress.finish(index, store.get(run_id).status == "done")
+                ctx.add_run(run_id)
+                imported.append(run_id)
+                progress.finish(store.get(run_id).status == "done")
     finally:
-        for ref in pending:  # cancelled, interrupted or failed: nothing of ours keeps running
+        for ref in pending:  # stopped, interrupted or failed: nothing of ours trains on
             ray.cancel(ref, force=True)
+        progress.write(active=False)
+    final = counts(plan, _own(store))
+    return {"group": group, "points": final.total, "done": final.done, "runs": imported,
+            "failed": progress.failed}
 
 
 # ---------------------------------------------------------------- shipping (python -m kdviz pretrain)
@@ -631,5 +599,5 @@ def _slug(axis: str, value) -> str:
 
 
 def default_workers() -> int:
-    """Points at a time on this machine: one per two CPU cores (1 on a 2-core laptop)."""
+    """Points (jobs) at a time on this machine: one per two CPU cores (1 on a 2-core laptop)."""
     return max(1, (os.cpu_count() or 2) // 2)

@@ -27,7 +27,8 @@ def where_to_run(key: str) -> dict | None:
                       help="Ray: each point is a Ray task; a local Ray on this machine, or a cluster's address.")
     if on_ray == "on this machine":
         workers = st.number_input("Points at a time", 1, 16, sweep.default_workers(), key=f"{key}_workers",
-                                  help="One per two CPU cores is a good start; several fit on one GPU.")
+                                  help="Each point is a job of the job manager; this sets how many jobs it runs at "
+                                       "once, for every page. One per two CPU cores is a good start.")
         return dict(workers=int(workers))
     if not sweep.ray_available():
         st.error(sweep.RAY_MISSING)
@@ -42,8 +43,13 @@ def where_to_run(key: str) -> dict | None:
 
 
 def start(plan: sweep.Plan, executor: dict) -> None:
-    mgr.submit_task(functools.partial(sweep.run, group=plan.group, **executor),
-                    f"sweep · {len(plan.points())} points", plan.group)
+    """Its missing points as jobs of the sweep's group, or one job that sends them to Ray."""
+    if "workers" in executor:
+        mgr.max_concurrent = executor["workers"]
+        sweep.submit(mgr, plan)
+    else:
+        mgr.submit_task(functools.partial(sweep.run_on_ray, group=plan.group, **executor),
+                        f"sweep on Ray · {len(plan.points())} points", plan.group)
     st.session_state["sweep_pick"] = plan.group
     st.rerun()
 
@@ -107,33 +113,37 @@ if st.session_state.get("sweep_pick") not in sweep_ids:
     st.session_state.pop("sweep_pick", None)
 group = st.selectbox("Sweep (newest first)", sweep_ids, key="sweep_pick")
 plan = sweep.load(store, group, all_runs)
-job = next((v for v in mgr.list() if v.group == group), None)  # this process's newest job for the sweep
+training = sweep.live(store, group, mgr.list(), mgr.max_concurrent)
 
 
-@st.fragment(run_every=2.0 if job and job.active else None)
+@st.fragment(run_every=2.0 if training else None)
 def live(polling: bool) -> None:
     """Progress, cancel or resume, and the figures, redrawn every 2 s while the sweep trains."""
-    view = job and mgr.get(job.id)
-    if polling and not view.active:
-        st.rerun()
+    views = [v for v in mgr.list() if v.group == group]
+    now = sweep.live(store, group, views, mgr.max_concurrent)
+    if polling and not now:
+        st.rerun()  # it ended: redraw the page without polling
     runs = common.store().list()
-    n, now = sweep.counts(plan, runs), sweep.live_progress(store, group)
+    n = sweep.counts(plan, runs)
     c = st.columns(4)
     c[0].metric("Points done", f"{n.done} / {n.total}")
-    if now:  # training now, here or in another process (e.g. `python -m kdviz sweep`)
-        c[1].metric("Running", now["running"])
-        c[2].metric("Queued", now["queued"])
-        c[3].metric("Time left", "…" if now["eta_s"] is None else common.duration(now["eta_s"]),
-                    help="From the points finished so far.")
+    if now:  # training now, in this app or elsewhere (a Ray sweep started from a terminal)
+        c[1].metric("Running", now.running)
+        c[2].metric("Queued", now.queued)
+        c[3].metric("Time left", "…" if now.eta_s is None else common.duration(now.eta_s),
+                    help="Estimated from the points finished so far.")
+        for view in [v for v in views if v.status == "running"]:
+            common.job_progress(view)
+        active = [v for v in views if v.active]
+        if active and st.button("Cancel the sweep", key="sweep_cancel",
+                                help="Running points stop, queued ones never start (Ray tasks are cancelled); "
+                                     "finished points stay, and the sweep can resume."):
+            for view in active:
+                mgr.cancel(view.id)
     else:
         c[1].metric("Missing", n.missing, help="Not trained yet, or not finished: resuming trains them.")
         c[2].metric("Failed or stopped", n.failed)
-    if view and view.active:
-        common.job_progress(view)
-        if st.button("Cancel the sweep", key="sweep_cancel", help="Running points stop (Ray tasks are cancelled); "
-                                                                   "finished points stay, and the sweep can resume."):
-            mgr.cancel(view.id)
-    elif n.missing and (store.root / sweep.PLANS / f"{group}.json").exists():
+    if not now and n.missing and sweep.resumable(store, group):
         executor = where_to_run("sweep_resume")
         if st.button(f"Resume: train the {n.missing} missing points", key="sweep_resume", disabled=executor is None):
             start(plan, executor)
@@ -181,4 +191,4 @@ def figures(points) -> None:
         st.dataframe(points, hide_index=True, key="sweep_points")
 
 
-live(bool(job and job.active))
+live(bool(training))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kdviz import cli, models, pretrain, sweep
+from kdviz.jobs import JobManager, JobView
 from kdviz.store import RunError, RunStore
 from kdviz.train import TrainConfig
 from kdviz.viz import sweep as viz
@@ -20,28 +21,28 @@ TINY = dict(epochs=1, train_subset=300, batch_size=50, max_steps=6)
 
 
 class Context:
-    """A job context (kdviz.jobs.JobContext's API) that records what the sweep reports and
-    asks to stop once ``stop_after`` points have finished."""
+    """A job context (kdviz.jobs.JobContext's API) that records what a Ray sweep reports
+    and asks it to stop once ``stop_when(self)`` holds."""
 
-    def __init__(self, store, stop_after=None):
-        self.store, self.stop_after, self.stages, self.rows, self.runs = store, stop_after, [], [], []
+    def __init__(self, store, stop_when=None):
+        self.store, self.stop_when, self.stages, self.runs, self.t0 = store, stop_when, [], [], time.time()
 
     def should_stop(self):
-        done = sum(r.status == "done" for r in self.store.list() if r.id in self.runs)
-        return self.stop_after is not None and done >= self.stop_after
+        return bool(self.stop_when and self.stop_when(self))
 
     def set_stage(self, name, index=0, count=1):
         self.stages.append((name, index, count))
 
-    def on_row(self, row, frac):
-        self.rows.append(frac)
-
-    def new_run(self, config):
-        self.runs.append(self.store.create(config))
-        return self.runs[-1]
-
     def add_run(self, run_id):
         self.runs.append(run_id)
+
+
+def wait_for(manager, ids, timeout=120):
+    deadline = time.time() + timeout
+    while any(manager.get(i).active for i in ids):
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+    return [manager.get(i) for i in ids]
 
 
 def fake_run(store, status="done", errors=None, **config):
@@ -184,6 +185,26 @@ def test_hinton_claims_cannot_be_told_without_the_right_points():
     assert "pick one value of alpha" in sweep.hinton_check(mixed)[0].why
 
 
+def view(status, started=None, finished=None, eta_s=None, progress=0.0, group="sweep-g"):
+    return JobView("j", "point", group, status, "", progress, eta_s, (), (), "", "", None, None, started, finished)
+
+
+def test_live_progress_of_point_jobs_and_of_a_ray_driver(store):
+    assert sweep.live(store, "sweep-g", [view("done", 0, 10)]) is None  # nothing training
+    views = [view("done", 0, 10), view("done", 10, 30), view("running", 30, eta_s=5.0, progress=0.5),
+             view("queued"), view("queued"), view("running", group="sweep-other")]
+    # 5 s left of the running point, then 2 queued at the 15 s the finished ones took, 2 at a time
+    assert sweep.live(store, "sweep-g", views, parallel=2) == sweep.Live(1, 2, (5 + 2 * 15) / 2)
+    first = [view("running", time.time() - 8, progress=0.25), view("queued")]  # none finished: 8 s is a quarter
+    assert sweep.live(store, "sweep-g", first).eta_s == pytest.approx(24 + 32, abs=0.5)
+    path = store.root / ".sweeps" / "sweep-g.progress.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"running": 2, "queued": 7, "eta_s": 60.0, "active": True, "time": time.time()}))
+    assert sweep.live(store, "sweep-g", []) == sweep.Live(2, 7, 60.0)  # a Ray sweep, from any process
+    path.write_text(json.dumps({"running": 2, "queued": 7, "eta_s": 60.0, "active": True, "time": time.time() - 99}))
+    assert sweep.live(store, "sweep-g", []) is None  # its driver died long ago
+
+
 # ---------------------------------------------------------------- figures
 
 def test_heatmap_colours_means_and_stars_the_best_cell_of_each_row():
@@ -242,38 +263,45 @@ def tiny_plan(store, teacher, group="tiny", **grid):
 
 
 @needs_data
-def test_local_sweep_resumes_training_only_the_missing_points(store, mlp_teacher):
+def test_local_sweep_is_ordinary_jobs_and_resumes_only_the_missing_points(store, mlp_teacher):
     plan = tiny_plan(store, mlp_teacher)
-    first = Context(store, stop_after=2)
-    result = sweep.run(first, plan.group)
+    manager = JobManager(store)
+    ids = sweep.submit(manager, plan)
+    views = [manager.get(i) for i in ids]
+    assert [v.label for v in views] == [c.label for c in plan.points()] and {v.group for v in views} == {plan.group}
+    for job_id in ids[2:]:  # the manager runs one job at a time: these two are queued, and never start
+        assert manager.cancel(job_id)
+    wait_for(manager, ids)
     runs = store.list()
-    assert sweep.counts(plan, runs).done == 2 and result["done"] == 2
     done_before = {r.id for r in runs if r.status == "done" and r.config.get("group") == plan.group}
-    assert first.stages[0][0] == "0 of 4 points done · 0 running · 4 queued"
-    assert all(0 <= f <= 1 for f in first.rows)
+    assert len(done_before) == sweep.counts(plan, runs).done == 2
+    assert [c.label for c in sweep.missing(plan, runs)] == [c.label for c in plan.points()[2:]]
 
-    second = Context(store)
-    result = sweep.run(second, plan.group)
+    again = sweep.submit(manager, plan)  # resume
+    assert [manager.get(i).label for i in again] == [c.label for c in plan.points()[2:]]
+    wait_for(manager, again)
     runs = store.list()
-    assert result == {"group": plan.group, "points": 4, "done": 4, "trained": 2, "failed": 0, "runs": second.runs}
-    assert len(second.runs) == 2 and not set(second.runs) & done_before  # only the missing two trained
-    assert second.stages[0][0] == "2 of 4 points done · 0 running · 2 queued"
+    assert sweep.counts(plan, runs).done == 4
+    assert {r.id for r in runs if r.status == "done" and r.config.get("group") == plan.group} >= done_before
     frame = sweep.frame(plan, runs)
-    assert len(frame) == 4 and (frame["test errors"] < 9000).all()  # they learnt something (chance: 9,000)
-    for r in runs:
-        if r.id in second.runs:
-            assert r.config["group"] == plan.group and r.config["label"].startswith("sweep · ")
-    assert sweep.live_progress(store, plan.group) is None  # ended: the page stops showing live counts
-    assert sweep.run(Context(store), plan.group)["trained"] == 0  # nothing left to train
-    assert sweep.sweeps(store) == [plan.group]  # its progress file is not a sweep of its own
+    assert len(frame) == 4 and set(frame.run) >= done_before and (frame["test errors"] < 9000).all()  # chance: 9,000
+    assert sweep.submit(manager, plan) == []  # nothing left to train
+    assert sweep.live(store, plan.group, manager.list()) is None
 
 
 @needs_data
-def test_local_sweep_trains_two_points_at_a_time(store, mlp_teacher):
-    plan = tiny_plan(store, mlp_teacher, T=[2, 4, 8])
-    ctx = Context(store)
-    assert sweep.run(ctx, plan.group, workers=2)["done"] == 3
-    assert any("2 running" in name for name, _, _ in ctx.stages)
+def test_local_sweep_runs_as_many_points_at_once_as_the_manager_runs_jobs(store, mlp_teacher):
+    plan = sweep.create(store, TrainConfig(teacher=mlp_teacher, method="kd", augment=False, model="mlp30",
+                                           **{**TINY, "max_steps": 400, "epochs": 20}), {"T": [2, 4, 8]}, "two")
+    manager = JobManager(store, max_concurrent=2)
+    ids = sweep.submit(manager, plan)
+    deadline = time.time() + 60
+    while (now := sweep.live(store, plan.group, manager.list(), 2)).running < 2 or now.eta_s is None:
+        assert time.time() < deadline, now
+        time.sleep(0.2)
+    assert (now.running, now.queued) == (2, 1) and now.eta_s > 0
+    wait_for(manager, ids)
+    assert sweep.counts(plan, store.list()).done == 3
 
 
 @needs_data
@@ -315,16 +343,19 @@ def local_ray():
 @needs_data
 def test_ray_sweep_lands_in_the_store_exactly_as_a_local_one(tmp_path, local_ray, tiny_store):
     stores = {}
-    for name, executor in (("local", {}), ("ray", {"ray_address": ""})):
+    for name in ("local", "ray"):
         store = RunStore(tmp_path / name, readonly={})
         teacher = tiny_store.runs["mlp_teacher"]
         shutil.copytree(tiny_store.path(teacher), store.path(teacher))
-        plan = tiny_plan(store, teacher, group="same")
-        ctx = Context(store)
-        assert sweep.run(ctx, plan.group, **executor)["done"] == 4
-        stores[name] = (store, plan, ctx)
-    (local, plan, _), (on_ray, _, ray_ctx) = stores["local"], stores["ray"]
-    assert len(ray_ctx.runs) == 4 and any("2 running" in s for s, _, _ in ray_ctx.stages)  # two Ray workers
+        stores[name] = (store, tiny_plan(store, teacher, group="same"))
+    (local, plan), (on_ray, _) = stores["local"], stores["ray"]
+    manager = JobManager(local)
+    wait_for(manager, sweep.submit(manager, plan))
+    ray_ctx = Context(on_ray)
+    result = sweep.run_on_ray(ray_ctx, plan.group, "")
+    assert result["done"] == 4 and result["runs"] == ray_ctx.runs and len(ray_ctx.runs) == 4
+    assert ray_ctx.stages[0][0] == "0 of 4 points done · 0 running · 4 queued"
+    assert any("2 running" in s for s, _, _ in ray_ctx.stages)  # two Ray workers at once
     mine, theirs = sweep.point_runs(plan, local.list()), sweep.point_runs(plan, on_ray.list())
     assert mine.keys() == theirs.keys()
     for key, run in mine.items():
@@ -345,14 +376,9 @@ def test_stopping_a_ray_sweep_cancels_its_tasks(store, mlp_teacher, local_ray):
     plan = sweep.create(store, TrainConfig(teacher=mlp_teacher, method="kd", augment=False, **long),
                         {"T": [2, 4, 8]}, "stopped")
 
-    class StopSoon(Context):
-        def should_stop(self):
-            return any("running" in s and "0 running" not in s for s, _, _ in self.stages) and \
-                time.time() - self.t0 > 3
-
-    ctx = StopSoon(store)
-    ctx.t0 = time.time()
-    result = sweep.run(ctx, plan.group, ray_address="")
+    ctx = Context(store, stop_when=lambda ctx: any("2 running" in s for s, _, _ in ctx.stages)
+                  and time.time() - ctx.t0 > 3)
+    result = sweep.run_on_ray(ctx, plan.group, "")
     assert time.time() - ctx.t0 < 30  # 50 epochs on 5,000 images would take minutes
     assert result["done"] == 0 and not ctx.runs and not [r for r in store.list() if r.id != mlp_teacher]
     deadline = time.time() + 20  # the cancelled tasks give their CPUs back: they are not training on
@@ -412,7 +438,7 @@ def app(monkeypatch, tmp_path):
     from pages import common
     for job in common.manager().list():
         common.manager().cancel(job.id)
-        common.manager().wait(job.id, timeout=60)
+    wait_for(common.manager(), [job.id for job in common.manager().list()])
     st.cache_resource.clear()
     st.cache_data.clear()
 
@@ -538,7 +564,7 @@ def test_page_cancels_a_running_sweep_and_resumes_only_the_missing_points(app, t
               else None)
     at.button(key="sweep_cancel").click().run()
     from pages import common
-    view = common.manager().wait(common.manager().list()[0].id, timeout=60)
+    [view] = wait_for(common.manager(), [common.manager().list()[0].id])
     assert view.status == "cancelled"
     at.run()
     assert metric(at, "Points done") == "1 / 2"
