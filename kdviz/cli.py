@@ -157,11 +157,18 @@ def run_sweep(args, store: RunStore) -> str:
         sweep.run_on_ray(ForegroundContext(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
         return plan.group
 
+    bars: dict[str, ProgressBar] = {}
+
     def report(view) -> None:
+        """A progress bar for the point waited on, then one line on how it ended."""
+        if view.active:
+            if view.history:
+                bars.setdefault(view.id, ProgressBar())(view.history[-1], view.progress)
+            return
         result = view.result or {}
         how = f"{result['test_errors']} test errors" if view.status == "done" and "test_errors" in result \
             else f"{view.status} {view.reason}".strip()
-        print(f"{view.label}: {how}", file=sys.stderr)
+        print(f"\r{view.label}: {how}" + " " * 40, file=sys.stderr)
     sweep.train_here(store, plan.group, args.workers, report)
     return plan.group
 

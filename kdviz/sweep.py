@@ -352,15 +352,19 @@ def submit(manager, plan: Plan) -> list[str]:
 
 def train_here(store: RunStore, group: str, workers: int = 1, report=None) -> list[str]:
     """The CLI's way to train a sweep on this machine: a job manager of its own, ``workers``
-    points at a time, ``report(view)`` after each point. Ctrl-C cancels the points. Returns the job ids."""
+    points at a time, ``report(view)`` every half second for the point waited on, and once
+    when it has ended. Ctrl-C cancels the points. Returns the job ids."""
     manager = jobs.JobManager(store, max(1, int(workers)))
     ids = submit(manager, load(store, group))
     try:
         for job_id in ids:
-            while (view := manager.get(job_id)).active:
-                time.sleep(0.2)
-            if report:
-                report(view)
+            while True:
+                view = manager.get(job_id)
+                if report:
+                    report(view)
+                if not view.active:
+                    break
+                time.sleep(0.5)
     except KeyboardInterrupt:
         for job_id in ids:
             manager.cancel(job_id)
@@ -450,22 +454,25 @@ class _Progress:
         self.ctx, self.total, self.todo = ctx, len(plan.points()), todo
         self.done_before, self.finished, self.failed, self.running = done_before, 0, 0, 0
         self.path, self.t0, self.written = _progress_path(ctx.store, plan.group), time.time(), 0.0
+        self.eta: tuple[float, float] | None = None  # (time left, when it was estimated)
         self._report()
 
     def _report(self, point: str = "") -> None:
         """The stage line, e.g. 'T=4 · seed 0 · 3 of 12 points done · 2 running · 7 queued'."""
         queued = self.todo - self.finished - self.running
         text = (f"{self.done_before + self.finished - self.failed} of {self.total} points done · "
-                f"{self.running} running · {queued} queued" + (f" · {self.failed} did not finish" if self.failed else ""))
+                f"{self.running} running · {queued} queued"
+                + (f" · {self.failed} did not finish" if self.failed else ""))
         self.ctx.set_stage(f"{point} · {text}" if point else text, self.finished, max(self.todo, 1))
         self.write()
 
     def write(self, active: bool = True) -> None:
-        now, frac = time.time(), self.finished / max(self.todo, 1)
+        now = time.time()
+        eta = max(0.0, self.eta[0] - (now - self.eta[1])) if active and self.eta else None  # counts down
         write_json(self.path, {
             "done": self.done_before + self.finished - self.failed, "total": self.total, "running": self.running,
             "queued": self.todo - self.finished - self.running, "failed": self.failed, "active": active, "time": now,
-            "eta_s": (now - self.t0) * (1 - frac) / frac if active and frac > 0 else None})
+            "eta_s": eta})
         self.written = now
 
     def tick(self) -> None:
@@ -481,6 +488,8 @@ class _Progress:
         self.running -= 1
         self.finished += 1
         self.failed += not ok
+        now, frac = time.time(), self.finished / max(self.todo, 1)
+        self.eta = ((now - self.t0) * (1 - frac) / frac, now)  # the pace so far, for the points left
         self.write()
 
 
