@@ -1,12 +1,13 @@
-"""Command line: ``python -m kdviz train|distill|compare|replay|runs`` (the same engine as the app)."""
+"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|runs`` (the same engine as the app)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from . import compare, data, methods, models, replay
+from . import compare, data, methods, models, replay, sweep
 from .store import RunStore
 from .train import TrainConfig, resolve_device, train, train_all
 
@@ -124,8 +125,74 @@ class ForegroundContext:
         print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
         self.bar = ProgressBar()
 
+    def add_run(self, run_id: str) -> None:
+        pass
+
     def train(self, cfg: TrainConfig):
         return train(cfg, self.store, on_row=self.bar)
+
+
+def _ray_address(args) -> str | None:
+    """--ray [ADDRESS], else $KDVIZ_RAY_ADDRESS (set, even empty: use Ray), else None (this machine)."""
+    return args.ray if args.ray is not None else os.environ.get(sweep.RAY_ENV)
+
+
+def run_sweep(args, store: RunStore) -> str:
+    """Plan (or, with --resume, reload) the sweep of ``args`` and train its missing points;
+    returns its group id. ValueError or SweepError on bad input."""
+    if args.resume:
+        plan = sweep.load(store, args.resume)
+    else:
+        if not args.teacher or not args.model:
+            raise ValueError("a new sweep needs --teacher and --student (or --resume GROUP)")
+        seeds = list(range(args.seed, args.seed + args.seeds))
+        given = {"model": args.model, "method": args.method, "T": args.T, "alpha": args.alpha,
+                 "fraction": args.fraction, "seed": seeds}
+        grid = {axis: values for axis, values in given.items() if len(values) > 1}  # one value: not swept
+        plan = sweep.create(store, _config(args, **{a: v[0] for a, v in given.items()}), grid, args.group)
+    left, address = len(sweep.missing(plan, store.list())), _ray_address(args)
+    where = f"Ray at {address or 'a local Ray'}" if address is not None else f"this machine, {args.workers} at a time"
+    print(f"sweep {plan.group}: {len(plan.points())} points, {left} to train, on {where}", file=sys.stderr)
+    if address is not None:
+        sweep.run_on_ray(ForegroundContext(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
+        return plan.group
+
+    bars: dict[str, ProgressBar] = {}
+
+    def report(view) -> None:
+        """A progress bar for the point waited on, then one line on how it ended."""
+        if view.active:
+            if view.history:
+                bars.setdefault(view.id, ProgressBar())(view.history[-1], view.progress)
+            return
+        result = view.result or {}
+        how = f"{result['test_errors']} test errors" if view.status == "done" and "test_errors" in result \
+            else f"{view.status} {view.reason}".strip()
+        print(f"\r{view.label}: {how}" + " " * 40, file=sys.stderr)
+    sweep.train_here(store, plan.group, args.workers, report)
+    return plan.group
+
+
+def cmd_sweep(args, store: RunStore) -> int:
+    """Train a sweep, then print its table (mean ± std over seeds) and what it says about Hinton 2015 §3."""
+    try:
+        group = run_sweep(args, store)
+    except (ValueError, sweep.SweepError) as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    runs = store.list()
+    plan = sweep.load(store, group, runs)
+    points, n = sweep.frame(plan, runs), sweep.counts(plan, runs)
+    axes = [a for a in plan.axes if a != "seed"]
+    print(f"\n\nsweep {group}: {n.done} of {n.total} points done"
+          + (f", {n.failed} failed (resume: python -m kdviz sweep --resume {group})" if n.missing else ""))
+    if axes and not points.empty:
+        table = sweep.cells(points, axes, "test errors").rename(columns={"mean": "test errors (mean)",
+                                                                          "std": "± std", "n": "seeds"})
+        print(table.to_string(index=False, float_format="%.1f"))
+    for v in sweep.hinton_check(points):
+        print(f"\n{v.claim}\n  this sweep: {v.outcome}: {v.why}")
+    return 0
 
 
 def cmd_replay(args, store: RunStore) -> int:
@@ -183,6 +250,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
     p.add_argument("--out", default=".", help="folder for <group>.csv and <group>.md (default: here)")
     _add_common(p)
+    p = sub.add_parser("sweep", help="train a grid of students (T x student x alpha x method x fraction x seed) "
+                                     "from one teacher as one group, here or on Ray; print its table")
+    p.add_argument("--teacher", help="teacher run id (see `runs`)")
+    p.add_argument("--student", dest="model", nargs="+", choices=list(models.MODELS), metavar="ARCH",
+                   help=f"one or more students ({', '.join(models.MODELS)})")
+    p.add_argument("--method", nargs="+", default=["kd"],
+                   choices=[m for m, spec in methods.METHODS.items() if m not in ("ensemble", "bornagain")
+                            and (spec.needs_teacher or m == "plain")])
+    p.add_argument("--T", type=float, nargs="+", default=[TrainConfig.T], help="temperatures")
+    p.add_argument("--alpha", type=float, nargs="+", default=[TrainConfig.alpha], help="weights of the soft term")
+    p.add_argument("--fraction", type=float, nargs="+", default=[TrainConfig.fraction],
+                   help="fractions of the transfer set")
+    p.add_argument("--seeds", type=int, default=1, help="runs per point, seeds --seed, --seed+1, ... (mean ± std)")
+    p.add_argument("--resume", metavar="GROUP", help="train the missing points of this sweep (other grid flags "
+                                                     "are ignored)")
+    p.add_argument("--workers", type=int, default=1, help="points trained at once on this machine (default 1)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help=f"run each point as a Ray task: no ADDRESS starts a local Ray, 'auto' joins the cluster "
+                        f"running here, ray://HOST:10001 a remote one (or set ${sweep.RAY_ENV})")
+    p.add_argument("--cpus-per-point", type=float, default=1, help="Ray: CPUs each point asks for")
+    p.add_argument("--gpus-per-point", type=float, default=0, help="Ray: GPUs each point asks for")
+    _add_common(p)
     p = sub.add_parser("replay", help="replay a paper's experiments as one group of runs and print "
                                       "its table (hinton: Hinton, Vinyals & Dean 2015, §3, MNIST)")
     p.add_argument("paper", choices=["hinton"])
@@ -223,6 +312,8 @@ def main(argv=None) -> int:
         return cmd_runs(store)
     if args.cmd == "compare":
         return cmd_compare(args, store)
+    if args.cmd == "sweep":
+        return cmd_sweep(args, store)
     if args.cmd == "replay":
         return cmd_replay(args, store)
     return _run(_config(args, method=getattr(args, "method", "plain")), store)

@@ -151,6 +151,16 @@ def mlp800(in_shape, num_classes):
     return MLP(in_shape, num_classes, (800, 800))
 
 
+@register("mlp300")
+def mlp300(in_shape, num_classes):
+    return MLP(in_shape, num_classes, (300, 300))
+
+
+@register("mlp100")
+def mlp100(in_shape, num_classes):
+    return MLP(in_shape, num_classes, (100, 100))
+
+
 @register("mlp30")
 def mlp30(in_shape, num_classes):
     return MLP(in_shape, num_classes, (30, 30))

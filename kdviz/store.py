@@ -25,6 +25,7 @@ from . import models
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "pretrained"
 FINAL = ("done", "failed", "cancelled")
+RUN_FILES = {"config.json", "status.json", "metrics.jsonl", "model.pt", "summary.json"}
 
 
 class RunError(RuntimeError):
@@ -99,11 +100,27 @@ class RunStore:
         return self.root / run_id
 
     # ---------------------------------------------------------------- writing
-    def create(self, config: dict) -> str:
+    @staticmethod
+    def _new_id(config: dict) -> str:
         slug = "-".join(str(config.get(k, "")) for k in ("dataset", "model", "method") if config.get(k))
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{uuid.uuid4().hex[:4]}"
+        return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{uuid.uuid4().hex[:4]}"
+
+    def create(self, config: dict) -> str:
+        run_id = self._new_id(config)
         self.write_config(run_id, config)
         self.set_status(run_id, "running")
+        return run_id
+
+    def import_run(self, files: dict[str, bytes]) -> str:
+        """Add a run that ended in another store (a Ray worker's), given its files by name;
+        returns its new id. It appears all at once: written aside, then renamed in."""
+        if set(files) - RUN_FILES or "config.json" not in files:
+            raise RunError(f"cannot import a run made of {sorted(files)}")
+        run_id = self._new_id(json.loads(files["config.json"]))
+        staging = self.root / f".{run_id}.importing"
+        for name, blob in files.items():
+            _atomic_write(staging / name, lambda f, blob=blob: f.write(blob))
+        os.replace(staging, self.path(run_id))
         return run_id
 
     def write_config(self, run_id: str, config: dict) -> None:

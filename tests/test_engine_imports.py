@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 ENGINE = ["data", "models", "losses", "methods", "train", "store", "jobs", "cli", "compare", "replay",
-          "pretrain", "metrics", "analysis"]
+          "pretrain", "metrics", "analysis", "sweep"]
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('streamlit', 'plotly', 'captum'):
+        if name.split('.')[0] in ('streamlit', 'plotly', 'captum', 'ray'):  # ray: only when a sweep asks
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 """

@@ -4,7 +4,7 @@ import shlex
 import pytest
 import torch
 
-from kdviz import cli, data, losses, models, pretrain
+from kdviz import cli, data, losses, models, pretrain, sweep
 from kdviz.store import ASSETS, RunStore
 from kdviz.train import evaluate
 
@@ -12,7 +12,9 @@ from .conftest import needs_data
 
 MANIFEST = pretrain.read_manifest()
 ENTRIES = {e["name"]: e for e in MANIFEST["checkpoints"]}
-RECIPES = {r.name: r for r in pretrain.RECIPES}
+RECIPES = {r.name: r for r in pretrain.RECIPES if not r.is_sweep}
+SWEEP_ENTRIES = {e["name"]: e for e in MANIFEST.get("sweeps", [])}
+SWEEPS = {r.name: r for r in pretrain.RECIPES if r.is_sweep}
 
 
 def _state(name: str) -> dict:
@@ -21,7 +23,9 @@ def _state(name: str) -> dict:
 
 def test_manifest_covers_every_recipe_and_folder():
     folders = {p.name for p in ASSETS.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    assert set(ENTRIES) == set(RECIPES) == folders
+    points = {p for e in SWEEP_ENTRIES.values() for p in e["points"]}
+    assert set(ENTRIES) == set(RECIPES) and set(SWEEP_ENTRIES) == set(SWEEPS)
+    assert folders == set(ENTRIES) | points
     assert MANIFEST["regenerate"] == "python -m kdviz pretrain"
 
 
@@ -56,6 +60,29 @@ def test_command_reproduces_the_shipped_config(name):
     assert entry["torch"] and entry["seed"] == shipped.config["seed"]
     if entry["teacher"]:
         assert entry["teacher"].removeprefix("pretrained/") in ENTRIES  # students name a shipped teacher
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_shipped_sweep_is_every_point_of_its_command_without_weights(name):
+    """The Sweeps page draws these points on a fresh clone (issue 22)."""
+    entry, store = SWEEP_ENTRIES[name], RunStore(readonly={"pretrained": ASSETS})
+    assert entry["command"] == f"python -m kdviz {SWEEPS[name].command}"
+    args = cli.parser().parse_args(shlex.split(SWEEPS[name].command))
+    plan = sweep.load(store, entry["group"])
+    assert plan.grid["model"] == args.model and plan.grid["T"] == args.T and len(plan.grid["seed"]) == args.seeds
+    assert sweep.counts(plan, store.list()).done == len(plan.points()) == len(entry["points"])
+    for point in entry["points"]:
+        assert not (ASSETS / point / "model.pt").exists()
+        assert store.get(f"pretrained/{point}").config["teacher"] == args.teacher
+
+
+def test_the_hinton_recipe_sweeps_30_and_800_units_over_five_temperatures_and_two_seeds():
+    recipe = next(r for r in pretrain.RECIPES if r.is_sweep)
+    args = cli.parser().parse_args(recipe.command.split())
+    assert args.teacher == "pretrained/mnist-mlp1200" and args.model == ["mlp30", "mlp800"]
+    assert len(args.T) >= 5 and args.seeds >= 2 and any(2.5 <= t <= 4 for t in args.T) and \
+        sum(t >= 8 for t in args.T) >= 2
+    assert not args.augment and args.exclude_offline_sample  # teacher logits cached; offline test set held out
 
 
 @needs_data
