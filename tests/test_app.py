@@ -127,22 +127,32 @@ def test_training_lab_trains_a_tiny_student_and_lists_it(runs):
     assert not at.exception, at.exception
     run_until(at, lambda at: at.success)
     assert at.success[0].value.startswith("Done in")
-    assert re.fullmatch(r"\d+\.\d\d %", at.metric[0].value)
+    # The lesson: the student beside its plain twin (trained in the same job) and the teacher.
+    shown = {m.label: m.value for m in at.metric}
+    assert list(shown) == ["Student: test accuracy", "Plain twin: test accuracy", "Teacher: test accuracy"]
+    assert all(re.fullmatch(r"\d+\.\d\d %", v) for v in shown.values())
+    assert any("than its plain twin" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # loss and accuracy curves
     links = {link.proto.page for link in at.get("page_link")}
     assert {"dark_knowledge", "compare"} <= links
     rows = table(at)
-    assert len(rows) == before + 1
+    assert len(rows) == before + 2
     new = rows[rows["method"] == "kd"].iloc[0]
     assert (new["status"], new["student / model"], new["teacher"], new["T"]) == ("done", "mlp30", "mlp1200", 3.0)
     assert new["train images"] == 512 and 0 <= new["test acc (%)"] <= 100
+    twin = rows[(rows["method"] == "plain") & (rows["teacher"] == "mlp1200")].iloc[0]
+    assert (twin["status"], twin["student / model"], twin["train images"]) == ("done", "mlp30", 512)
+    assert f"{twin['test acc (%)']:.2f} %" == shown["Plain twin: test accuracy"]
 
 
-def test_invalid_temperature_shows_an_error_and_starts_nothing(runs):
+def test_bounded_fields_and_a_bad_setting_start_nothing(runs):
     at = lab()
     before = len(table(at))
-    at.number_input(key="train_T").set_value(0.0).run()
-    assert [e.value for e in at.error] == ["Cannot start: T: temperature T must be greater than 0"]
+    # What a field shows is what the job uses: T = 0 or 10^20 epochs cannot be typed in.
+    assert (at.number_input(key="train_T").min, at.number_input(key="epochs_mnist").max) == (0.1, 500)
+    at.selectbox(key="train_method").set_value("ensemble").run()
+    assert [e.value for e in at.error] == ["Cannot start: teachers: an ensemble needs two or more finished "
+                                           "teacher runs on mnist (train them as Plain)"]
     assert at.button(key="train_start").disabled  # AppTest, like a browser, cannot click it
     assert at.info[0].value.startswith("No job yet")  # nothing was queued
     assert len(table(at)) == before and len(runs.list()) == 3
