@@ -208,7 +208,7 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
     model_of = by.model.first().reindex(order)
     std = by.test_acc.std().reindex(order)  # sample std over seeds
     configs = {key: m.run.config for key, m in members}
-    same_machine = runs.machine.nunique() == 1  # train times compare only when measured on one machine
+    same_machine = runs.machine.nunique(dropna=False) <= 1  # train times compare only when from one machine
     table = pd.DataFrame({
         "method": [label(k, model_of[k]) for k in order],
         "model": model_of.values,

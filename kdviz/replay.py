@@ -79,7 +79,7 @@ class ReplayConfig:
     """Defaults measured on full MNIST to meet the targets (bench/hinton_replay.py).
     Every stage's epochs and learning rate end up in its run's config."""
     group: str = ""
-    teacher_epochs: int = 50
+    teacher_epochs: int = 100
     teacher_lr: float = 0.02
     student_epochs: int = 30
     student_lr: float = 0.02
@@ -215,6 +215,14 @@ def temperature_sweep(numbers: dict[str, float]) -> tuple[list[float], list[int]
     """(T, test errors) of the finished 30-unit students, by T, from ``run_numbers``."""
     done = sorted((float(k.removeprefix("t30_T")), v) for k, v in numbers.items() if k.startswith("t30_"))
     return [t for t, _ in done], [e for _, e in done]
+
+
+def t30_verdict(temperatures: list[float], errors: list[int]):
+    """Whether the 30-unit students agree with §3 ("T in 2.5-4 worked significantly better"), judged
+    as the Sweeps page judges a sweep (one seed here, so "clearly" cannot be told from noise)."""
+    from . import sweep
+    points = pd.DataFrame({"model": "mlp30", "T": temperatures, "seed": 0, "test errors": errors})
+    return sweep.hinton_check(points)[1]
 
 
 # ---------------------------------------------------------------- the table: paper vs this run

@@ -114,7 +114,8 @@ class RunStore:
     def import_run(self, files: dict[str, bytes]) -> str:
         """Add a run that ended in another store (a Ray worker's), given its files by name;
         returns its new id. It appears all at once: written aside, then renamed in."""
-        if set(files) - RUN_FILES or "config.json" not in files:
+        derived = {n for n in files if re.fullmatch(r"[\w.-]+\.npy", n) and not n.startswith(".")}  # write_array's
+        if set(files) - RUN_FILES - derived or "config.json" not in files:
             raise RunError(f"cannot import a run made of {sorted(files)}")
         run_id = self._new_id(json.loads(files["config.json"]))
         staging = self.root / f".{run_id}.importing"

@@ -4,6 +4,7 @@ Tests never download: KDVIZ_OFFLINE=1. Full datasets come from ../shared/data
 (or $KDVIZ_DATA); tests that need them are skipped when it is absent.
 """
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ os.environ["KDVIZ_OFFLINE"] = "1"
 DATA = Path(os.environ["KDVIZ_DATA"]) if os.environ.get("KDVIZ_DATA") else None
 HAS_DATA = bool(DATA and (DATA / "MNIST" / "raw").is_dir())
 needs_data = pytest.mark.skipif(not HAS_DATA, reason="full datasets (../shared/data or KDVIZ_DATA) not present")
+
+
+def wait_until(condition, timeout: float = 240, every: float = 0.02) -> None:
+    """Poll ``condition()`` until it holds; fail after ``timeout`` seconds. Generous: a job's
+    worker process starts, loads data and trains first, which is slow on a busy 2-core CPU."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(every)
 
 
 @pytest.fixture

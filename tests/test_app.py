@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdviz.store import RunStore
 
-from .conftest import ROOT, needs_data
+from .conftest import ROOT, needs_data, wait_until
 
 pytestmark = needs_data
 PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read_text()))
@@ -96,10 +96,7 @@ def test_sidebar_shows_device_data_and_live_jobs(runs, tmp_path):
     gate = tmp_path / "gate"
     job = common.manager().submit_task(functools.partial(half_a_stage, gate=str(gate)), "demo job")  # shared by every tab
     try:
-        deadline = time.time() + 60
-        while len(common.manager().get(job).history) < 2:
-            assert time.time() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: len(common.manager().get(job).history) >= 2)
         bars = sidebar_of_a_fresh_session().get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 75  # (1 + 0.5) / 2 of the job
         assert bars[0].proto.text.startswith("**demo job**: student: KD · 75% · about")
