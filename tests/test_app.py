@@ -135,7 +135,7 @@ def test_invalid_temperature_shows_an_error_and_starts_nothing(runs):
     at = lab()
     before = len(table(at))
     at.number_input(key="train_T").set_value(0.0).run()
-    assert [e.value for e in at.error] == ["Cannot start: T: temperature T must be greater than 0"]
+    assert [e.value for e in at.error] == ["Cannot start: T: the temperature T must be between 0.1 and 100, not 0"]
     assert at.button(key="train_start").disabled  # AppTest, like a browser, cannot click it
     assert at.info[0].value.startswith("No job yet")  # nothing was queued
     assert len(table(at)) == before and len(runs.list()) == 3
