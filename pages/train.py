@@ -1,4 +1,6 @@
 """Training lab: pick a teacher, a student and a method; train in the background and watch it learn."""
+import functools
+
 import streamlit as st
 
 from kdviz import data, jobs, methods, models, train
@@ -177,19 +179,21 @@ else:
     st.dataframe(viz.runs_table(runs), hide_index=True, placeholder="—")
     deletable = [r.id for r in runs if not r.readonly and r.status != "running"]
     with st.expander("Delete a run"):
-        if not deletable:
-            st.caption("Nothing to delete: shipped pretrained runs and running runs cannot be deleted.")
-        else:
-            victim = st.selectbox("Run", deletable, key="delete_pick")
-            if st.button("Delete…", key="delete_ask"):
-                st.session_state["delete_confirm"] = victim
-            if st.session_state.get("delete_confirm") == victim:
-                st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
-                yes, no = st.columns(2)
-                if yes.button("Yes, delete it", type="primary", key="delete_yes"):
-                    common.store().delete(victim)
-                    del st.session_state["delete_confirm"]
-                    st.rerun()
-                if no.button("Keep it", key="delete_no"):
-                    del st.session_state["delete_confirm"]
-                    st.rerun()
+        victim = st.selectbox("Run (shipped and running runs cannot be deleted)", deletable, key="delete_pick")
+        if st.button("Delete…", key="delete_ask", disabled=not victim):
+            st.session_state["delete_confirm"] = victim
+        if victim and st.session_state.get("delete_confirm") == victim:
+            st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete it", type="primary", key="delete_yes"):
+                common.store().delete(victim)
+                del st.session_state["delete_confirm"]
+                st.rerun()
+            if no.button("Keep it", key="delete_no"):
+                del st.session_state["delete_confirm"]
+                st.rerun()
+    with st.expander("Resume a run"):
+        pick = st.selectbox("Interrupted or cancelled run", [r.id for r in runs if train.resumable(r)], key="resume_pick")
+        resume = functools.partial(train.resume_task, run_id=pick)
+        st.button("Resume from its last epoch", key="resume_start", disabled=not pick,
+                  on_click=lambda: st.session_state.update(train_job=mgr.submit_task(resume, f"resume {pick}")))
