@@ -81,12 +81,12 @@ def valid_id(name: str) -> bool:
     return isinstance(name, str) and bool(RUN_ID.fullmatch(name)) and name not in (".", "..")
 
 
-def os_reason(e: OSError) -> str:
+def os_reason(e: OSError, with_file: bool = True) -> str:
     """A disk error in plain words: what went wrong, then the file."""
     words = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
              errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
              errno.EPERM: "permission denied"}.get(e.errno, e.strerror or type(e).__name__)
-    return f"{words} ({e.filename})" if e.filename else words
+    return f"{words} ({e.filename})" if e.filename and with_file else words
 
 
 @contextlib.contextmanager
@@ -131,7 +131,7 @@ def _read_json(path: Path):
     except FileNotFoundError:
         raise
     except OSError as e:
-        raise RunError(f"{path.name} cannot be read ({os_reason(e)})") from e
+        raise RunError(f"{path.name} cannot be read ({os_reason(e, with_file=False)})") from e
     if len(raw) > MAX_JSON_BYTES:
         raise RunError(f"{path.name} is too large to be a run file")
     try:
@@ -217,8 +217,10 @@ class RunStore:
         """RunError unless new runs can be created in the root (checked before any work starts)."""
         if self.root.exists() and not self.root.is_dir():
             raise RunError(f"the run folder {self.root} is not a folder")
-        with _writing(self.root):
+        try:
             self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot create the run folder {self.root} ({os_reason(e, with_file=False)})") from e
         if not os.access(self.root, os.W_OK | os.X_OK):
             why = "read-only file system" if _readonly_fs(self.root) else "permission denied"
             raise RunError(f"cannot write to the run folder {self.root} ({why})")
@@ -238,7 +240,7 @@ class RunStore:
             except FileExistsError:
                 continue
             except OSError as e:
-                raise RunError(f"cannot create a run in {self.root}: {os_reason(e)}") from e
+                raise RunError(f"cannot create a run in {self.root} ({os_reason(e, with_file=False)})") from e
         else:
             raise RunError(f"could not find a free run id in {self.root}")
         path = self.root / run_id

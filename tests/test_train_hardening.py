@@ -231,3 +231,28 @@ def test_the_job_manager_resumes_a_run(store):
     assert view.status == "done", view.reason
     assert view.result["run_id"] == run.run_id and view.result["status"] == "done"
     assert [e for _, e, _ in epochs_of(store, run.run_id)] == [1, 2, 3]
+
+
+@needs_data
+def test_the_training_lab_resumes_a_cancelled_run(store, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from .conftest import ROOT
+    calls = iter(range(10**6))
+    run = T.train(TrainConfig(**TINY), store, should_stop=lambda: next(calls) >= 15)
+    monkeypatch.setenv("KDVIZ_RUNS", str(store.root))
+    monkeypatch.setenv("KDVIZ_PRETRAINED", "")
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert at.selectbox(key="resume_pick").options == [run.run_id]
+    at.button(key="resume_start").click().run()
+    assert not at.exception, at.exception
+    from pages import common
+    [job] = common.manager().list()
+    assert common.manager().wait(job.id, 60).status == "done" and job.label == f"resume {run.run_id}"
+    at.run()
+    assert store.get(run.run_id).status == "done" and at.selectbox(key="resume_pick").options == []
+    assert [e for _, e, _ in epochs_of(store, run.run_id)] == [1, 2, 3]
