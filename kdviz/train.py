@@ -25,6 +25,8 @@ from .store import RunError, RunInfo, RunStore, has_type, os_reason, valid_id
 
 AUGMENT = {"mnist": "shift", "fashion_mnist": "shift", "cifar10": "crop_flip"}
 RESUME_FILE = "resume.pt"  # what continuing a run needs, written with every epoch checkpoint
+RESUME_KEYS = {"stage", "epoch", "step", "elapsed", "row", "student", "extras", "optimizer", "scheduler", "rng",
+               "batch_rng"}
 # The range of every bounded number of a TrainConfig (inclusive): validate() enforces them,
 # and the app's number inputs use them as min/max, so what a field shows is what is used.
 LIMITS = {
@@ -579,6 +581,9 @@ def resume(run_id: str, store: RunStore | None = None, on_row: Callable[[dict, f
         raise ValueError(f"run: {run_id} cannot be resumed: {why}")
     try:
         state = torch.load(info.path / RESUME_FILE, map_location="cpu", weights_only=True)
+        missing = RESUME_KEYS - set(state)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
         cfg = validate(TrainConfig.from_dict(info.config))
     except ValueError:
         raise

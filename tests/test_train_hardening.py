@@ -220,6 +220,17 @@ def test_resume_refuses_what_it_cannot_continue(store):
         T.resume(started, store)
     with pytest.raises(ValueError, match="is a shipped run"):
         T.resume("pretrained/mnist-mlp800", RunStore(store.root))
+    calls = iter(range(10**6))
+    cancelled = T.train(TrainConfig(**TINY), store, should_stop=lambda: next(calls) >= 12).run_id
+    for junk in (b"not a checkpoint", None):
+        path = store.path(cancelled) / T.RESUME_FILE
+        if junk is None:
+            torch.save({"stage": 0}, path)  # loads, but is not a resume state
+        else:
+            path.write_bytes(junk)
+        with pytest.raises(ValueError, match="resume.pt is damaged"):
+            T.resume(cancelled, store)
+        assert store.get(cancelled).status == "cancelled"  # untouched: still resumable once repaired
 
 
 @needs_data
