@@ -186,7 +186,7 @@ sys.path.insert(0, {root!r})
 from streamlit.testing.v1 import AppTest
 out = {{}}
 for page in {pages!r}:
-    at = AppTest.from_file({app!r}, default_timeout=180)
+    at = AppTest.from_file({app!r}, default_timeout=600)
     at.run()
     at.switch_page(page).run()
     out[page] = [str(e.value)[:200] for e in at.exception]
@@ -201,7 +201,7 @@ def render(page: str, runs: Path, data_root: str | None = None, prepare=None):
     with env(KDVIZ_RUNS=str(runs), KDVIZ_PRETRAINED="", KDVIZ_DATA=data_root or os.environ.get("KDVIZ_DATA")):
         st.cache_resource.clear()
         st.cache_data.clear()
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
         at.run()
         at.switch_page(page).run()
         if prepare:
