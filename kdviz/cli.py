@@ -1,4 +1,9 @@
-"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|runs`` (the same engine as the app)."""
+"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|resume|runs`` (the same engine as the app).
+
+Expected errors (a bad value, missing or damaged data, a run that cannot be used, a full
+disk) print one ``error: …`` line and exit 2; a traceback means a bug (or ``--debug``).
+Ctrl-C cancels the run in training (status cancelled, resumable) and exits 130.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, data, methods, models, replay, sweep
-from .store import RunStore
-from .train import TrainConfig, resolve_device, train, train_all
+from . import compare, data, jobs, methods, models, replay, sweep
+from .store import RunError, RunStore
+from .train import NonFiniteLoss, TrainConfig, failure_reason, resolve_device, resume, train, train_all
+
+EXPECTED = (ValueError, RunError, data.DataUnavailable, NonFiniteLoss, OSError)
 
 
 class ProgressBar:
@@ -59,15 +66,20 @@ def _run(cfg: TrainConfig, store: RunStore) -> int:
         if count > 1:
             print(f"\n[{index + 1}/{count}] {run_cfg.method} (generation {run_cfg.generation})", file=sys.stderr)
 
-    try:
-        results = train_all(cfg, store, on_row=ProgressBar(), on_run=announce)
-    except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
-    for result in results:
-        s = result.summary
-        print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors), "
-              f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
+    for result in train_all(cfg, store, on_row=ProgressBar(), on_run=announce):
+        _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    s = result.summary
+    print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors), "
+          f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
+
+
+def cmd_resume(args, store: RunStore) -> int:
+    """Continue an interrupted or cancelled run from its last epoch checkpoint."""
+    _print_result(resume(args.run_id, store, on_row=ProgressBar()))
     return 0
 
 
@@ -84,11 +96,7 @@ def cmd_runs(store: RunStore) -> int:
 def cmd_compare(args, store: RunStore) -> int:
     """Train every compared method that fits teacher and student (times --seeds), one after
     another, then write the comparison table as CSV and Markdown."""
-    try:
-        configs, notes = compare.plan(store, _config(args), args.seeds)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    configs, notes = compare.plan(store, _config(args), args.seeds)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     run_ids = []
@@ -111,25 +119,19 @@ def cmd_compare(args, store: RunStore) -> int:
     return 0
 
 
-class ForegroundContext:
-    """What a job's task function gets (``kdviz.jobs.JobContext``), for running the task
-    right here: a header per stage and a ProgressBar on stderr; Ctrl-C stops it."""
+def foreground(store: RunStore) -> jobs.JobContext:
+    """The context a job's task gets (``kdviz.jobs.JobContext``), for running the task right
+    here: its events become a header per stage and a ProgressBar on stderr; Ctrl-C stops it."""
+    bar = [ProgressBar()]
 
-    def __init__(self, store: RunStore):
-        self.store, self.bar = store, ProgressBar()
-
-    def should_stop(self) -> bool:
-        return False
-
-    def set_stage(self, name: str, index: int = 0, count: int = 1, work=None) -> None:
-        print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
-        self.bar = ProgressBar()
-
-    def add_run(self, run_id: str) -> None:
-        pass
-
-    def train(self, cfg: TrainConfig):
-        return train(cfg, self.store, on_row=self.bar)
+    def show(event: tuple) -> None:
+        if event[0] == "stage":
+            _, name, index, count, _ = event
+            print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
+            bar[0] = ProgressBar()
+        elif event[0] == "row":
+            bar[0](event[1], event[2])
+    return jobs.JobContext(store, show, lambda: False)
 
 
 def _ray_address(args) -> str | None:
@@ -154,7 +156,7 @@ def run_sweep(args, store: RunStore) -> str:
     where = f"Ray at {address or 'a local Ray'}" if address is not None else f"this machine, {args.workers} at a time"
     print(f"sweep {plan.group}: {len(plan.points())} points, {left} to train, on {where}", file=sys.stderr)
     if address is not None:
-        sweep.run_on_ray(ForegroundContext(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
+        sweep.run_on_ray(foreground(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
         return plan.group
 
     bars: dict[str, ProgressBar] = {}
@@ -200,11 +202,7 @@ def cmd_replay(args, store: RunStore) -> int:
     fields = replay.ReplayConfig.__dataclass_fields__
     cfg = replay.ReplayConfig(group=replay.new_group_id(),
                               **{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    try:
-        runs = replay.run(ForegroundContext(store), cfg)["runs"]
-    except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
+    runs = replay.run(foreground(store), cfg)["runs"]
     ds = data.load("mnist", cfg.data_root)
     rows = replay.table(replay.stage_logits(store, runs, ds), ds.test_y.numpy())
     print(f"\n\nHinton, Vinyals & Dean 2015, §3 on {ds.source}, group {cfg.group}:\n"
@@ -290,26 +288,49 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device)
     p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
+    p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last epoch checkpoint")
+    p.add_argument("run_id", help="the run to continue (see `runs`)")
+    p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
     p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
     p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="regenerate only these checkpoints")
+    debug = "show the traceback of an expected error too"
+    ap.add_argument("--debug", action="store_true", help=debug)
+    for p in sub.choices.values():  # accepted after the command as well
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _command(args)
+    except KeyboardInterrupt as e:
+        print(f"\ncancelled (Ctrl-C){_notes(e)}", file=sys.stderr)
+        return 130
+    except EXPECTED as e:
+        if args.debug:
+            raise
+        print(f"\nerror: {failure_reason(e)}{_notes(e)}", file=sys.stderr)
+        return 2
+
+
+def _notes(e: BaseException) -> str:
+    """The run an error happened in (the trainer adds it as a note), for the error line."""
+    return "".join(f"; {note}" for note in getattr(e, "__notes__", []))
+
+
+def _command(args) -> int:
     if args.cmd == "pretrain":
         from .pretrain import pretrain  # imports this module: import it only when asked
-        try:
-            pretrain(only=args.only)
-        except ValueError as e:
-            print(f"\nerror: {e}", file=sys.stderr)
-            return 2
+        pretrain(only=args.only)
         return 0
     store = RunStore(args.runs)
     if args.cmd == "runs":
         return cmd_runs(store)
+    if args.cmd == "resume":
+        return cmd_resume(args, store)
     if args.cmd == "compare":
         return cmd_compare(args, store)
     if args.cmd == "sweep":

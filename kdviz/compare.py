@@ -52,6 +52,7 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     if seeds < 1:
         raise ValueError("seeds: at least one seed per method")
     shape = data.SHAPES[base.dataset]
+    train.check_teacher(store, base.teacher, base.dataset)
     try:
         t_model, _ = store.load_model(base.teacher)
     except RunError as e:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import data
 from .store import RunInfo, RunStore
-from .train import TrainConfig, estimated_work, test_logits
+from .train import TrainConfig, estimated_work, test_logits, validate as validate_config
 
 GROUP_PREFIX = "hinton-"
 LABEL_PREFIX = "Hinton 2015 · "
@@ -124,9 +124,17 @@ def stage_config(key: str, cfg: ReplayConfig, teacher: str | None = None) -> Tra
     return TrainConfig(model="mlp30", T=float(key.removeprefix("t30_T")), **distill)
 
 
+def validate(cfg: ReplayConfig) -> ReplayConfig:
+    """Check every stage's config before anything trains (ValueError naming the field)."""
+    for key in cfg.stage_keys:
+        validate_config(stage_config(key, cfg, teacher="(trained first)"))
+    return cfg
+
+
 def run(ctx, cfg: ReplayConfig) -> dict:
     """The whole replay as one task (a ``kdviz.jobs.JobContext`` in the app, the CLI's
     foreground context otherwise). Stops at the first stage that does not finish."""
+    validate(cfg)
     keys, runs = cfg.stage_keys, {}
     work = [estimated_work(stage_config(key, cfg, teacher="(trained first)"), teacher_arch="mlp1200") for key in keys]
     for i, key in enumerate(keys):

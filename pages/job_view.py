@@ -88,8 +88,11 @@ def _lesson(view: jobs.JobView) -> None:
         col.metric(f"{name}: test accuracy", f"{100 * s['test_acc']:.2f} %",
                    help=f"run {s['run_id']}: {s.get('test_errors', '?')} test errors")
     if student and parts.get("plain twin"):
-        st.markdown(compare.lesson_sentence(student, parts["plain twin"], teacher,
-                                            common.store().get(student["run_id"]).config))
+        try:
+            config = common.store().get(student["run_id"]).config
+        except RunError:  # deleted meanwhile (from another tab): the sentence needs only the method
+            config = {}
+        st.markdown(compare.lesson_sentence(student, parts["plain twin"], teacher, config))
 
 
 def job_panel(job_id: str) -> None:

@@ -145,8 +145,8 @@ def test_training_lab_trains_a_tiny_student_and_lists_it(runs):
 def test_bounded_fields_and_a_bad_setting_start_nothing(runs):
     at = lab()
     before = len(table(at))
-    # What a field shows is what the job uses: T = 0 or 10^20 epochs cannot be typed in.
-    assert (at.number_input(key="train_T").min, at.number_input(key="epochs_mnist").max) == (0.1, 500)
+    # What a field shows is what the job uses: T = 0 or 10^20 epochs cannot be typed in (train.LIMITS).
+    assert (at.number_input(key="train_T").min, at.number_input(key="epochs_mnist").max) == (0.1, 1000)
     at.selectbox(key="train_method").set_value("ensemble").run()
     assert [e.value for e in at.error] == ["Cannot start: teachers: an ensemble needs two or more finished "
                                            "teacher runs on mnist (train them as Plain)"]
