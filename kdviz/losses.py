@@ -43,12 +43,11 @@ def regressor_from_state(state: dict) -> nn.Module:
 
 
 def _match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-average-pool the larger of two feature maps to the smaller's size."""
+    """Adaptive-average-pool two feature maps to the smaller height and the smaller width
+    (pooled, never upsampled, in each dimension, whatever their aspect ratios)."""
     if a.dim() == 4 and a.shape[-2:] != b.shape[-2:]:
-        if a.shape[-1] > b.shape[-1]:
-            a = F.adaptive_avg_pool2d(a, b.shape[-2:])
-        else:
-            b = F.adaptive_avg_pool2d(b, a.shape[-2:])
+        size = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
+        a, b = (F.adaptive_avg_pool2d(t, size) if t.shape[-2:] != size else t for t in (a, b))
     return a, b
 
 
@@ -59,9 +58,10 @@ def hint_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, regressor:
 
 
 def attention_map(feat: torch.Tensor, p: int = 2) -> torch.Tensor:
-    """Spatial attention (Zagoruyko & Komodakis 2017): channel mean of |A|^p,
-    flattened and L2-normalised per sample. Shape (B, H*W)."""
-    return F.normalize(feat.pow(p).mean(1).flatten(1))
+    """Spatial attention (Zagoruyko & Komodakis 2017, eq. 1 with F_sum^p): channel mean of |A|^p,
+    flattened and L2-normalised per sample (the mean differs from their sum by a constant that the
+    normalisation removes). Shape (B, H*W)."""
+    return F.normalize(feat.abs().pow(p).mean(1).flatten(1))
 
 
 def at_loss(student_feats, teacher_feats, p: int = 2) -> torch.Tensor:

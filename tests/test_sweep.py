@@ -87,7 +87,7 @@ def test_plan_is_the_grid_in_a_fixed_axis_order_each_point_an_ordinary_config(te
     ({"lr": [0.1, 0.2]}, "grid: cannot sweep lr"),
     ({"T": [2, 2]}, "T: give one or more values, each once"),
     ({"T": []}, "T: give one or more values"),
-    ({"T": [0, 4]}, "T: temperature T must be greater than 0"),
+    ({"T": [0, 4]}, "T: the temperature T must be between 0.1 and 100, not 0"),
     ({"alpha": [0.5, 1.5]}, "alpha: "),
     ({"model": ["mlp30", "mlp31"]}, "model: unknown architecture 'mlp31'"),
     ({"method": ["kd", "bornagain"]}, "method: a sweep point is one run"),
