@@ -89,7 +89,7 @@ def test_plan_is_the_grid_in_a_fixed_axis_order_each_point_an_ordinary_config(te
     ({"T": []}, "T: give one or more values"),
     ({"T": [0, 4]}, "T: the temperature T must be between 0.1 and 100, not 0"),
     ({"alpha": [0.5, 1.5]}, "alpha: "),
-    ({"model": ["mlp30", "mlp31"]}, "model: unknown architecture 'mlp31'"),
+    ({"model": ["mlp30", "mlp31"]}, "model: unknown model 'mlp31'"),
     ({"method": ["kd", "bornagain"]}, "method: a sweep point is one run"),
     ({"T": ["hot"]}, "T: could not convert"),
 ])
@@ -237,7 +237,8 @@ def test_lines_have_error_bars_and_a_best_point_per_line():
 def test_import_run_copies_every_file_under_a_new_id(store, tmp_path):
     other = RunStore(tmp_path / "elsewhere", readonly={})
     run_id = fake_run(other, errors=120, model="mlp30", T=4.0)
-    other.append_metric(run_id, {"kind": "epoch", "test_acc": 0.988})
+    other.append_metric(run_id, {"kind": "epoch", "stage": "KD", "epoch": 1, "step": 10, "train_acc": 0.9,
+                                 "test_acc": 0.988})
     files = {p.name: p.read_bytes() for p in other.path(run_id).iterdir()}
     new_id = store.import_run(files)
     assert new_id != run_id and {p.name: p.read_bytes() for p in store.path(new_id).iterdir()} == files
