@@ -173,7 +173,5 @@ if temperatures:
                 "**T between 2.5 and 4** clearly best: a tiny net cannot match every detail of very soft targets.")
     st.plotly_chart(viz.temperature_curve(temperatures, t30_errors, len(y)), key="t30_curve")
     verdict = replay.t30_verdict(temperatures, t30_errors)
-    says = {"partly": "partly agrees", "cannot tell": "cannot tell whether it agrees"}.get(verdict.outcome,
-                                                                                           verdict.outcome)
-    st.markdown(f"**This run {says} with the paper:** {verdict.why}. The Sweeps page repeats this with several "
-                "seeds and 800-unit students.")
+    st.markdown(f"**This run {verdict.says} with the paper:** {verdict.why}. The Sweeps page repeats this with "
+                "several seeds and 800-unit students.")

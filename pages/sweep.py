@@ -181,7 +181,7 @@ def figures(points) -> None:
     with right:
         st.markdown("**Hinton et al. 2015, §3, and this sweep**")
         for v in sweep.hinton_check(points):
-            OUTCOME[v.outcome](f"{v.claim}\n\nThis sweep **{v.outcome}**: {v.why}.")
+            OUTCOME[v.outcome](f"{v.claim}\n\nThis sweep **{v.says}** with the paper: {v.why}.")
         images = store.get(points.run.iloc[0]).summary.get("train_images")
         st.caption(f"Each point: {plan.base.get('epochs')} epochs on {f'{images:,}' if images else 'the'} "
                    f"{data.TITLES.get(plan.base.get('dataset'), '')} training images, one fixed teacher. The paper "

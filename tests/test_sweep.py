@@ -211,13 +211,17 @@ def test_heatmap_colours_means_and_stars_the_best_cell_of_each_row():
     cells = pd.DataFrame({"model": ["mlp30"] * 3 + ["mlp800"] * 3, "T": [1.0, 4.0, 20.0] * 2,
                           "mean": [400, 330, 420, 150, 125, 120], "std": [5, 4, 6, 3, 2, 2], "n": [2] * 6})
     fig = viz.heatmap(cells, "T", "model", "test errors", True, sweep.AXIS_TITLES)
-    heat, best = fig.data
+    [heat] = fig.data
+
+    def starred(heat):
+        return [(heat.x[c], heat.y[r]) for r, row in enumerate(heat.text) for c, t in enumerate(row)
+                if t.startswith("★")]
     assert list(heat.x) == ["1", "4", "20"] and list(heat.y) == ["mlp30", "mlp800"]
     assert np.array_equal(heat.z, [[400, 330, 420], [150, 125, 120]]) and heat.reversescale
-    assert list(zip(best.x, best.y)) == [("4", "mlp30"), ("20", "mlp800")]
-    assert heat.text[0][1] == "330.0<br>± 4.0"
+    assert starred(heat) == [("4", "mlp30"), ("20", "mlp800")]
+    assert heat.text[0][1] == "★ 330.0<br>± 4.0" and heat.text[0][0] == "400.0<br>± 5.0"
     acc = viz.heatmap(cells.assign(mean=100 - cells["mean"] / 100), "T", "model", "test accuracy (%)", False)
-    assert list(zip(acc.data[1].x, acc.data[1].y)) == [("4", "mlp30"), ("20", "mlp800")]
+    assert starred(acc.data[0]) == [("4", "mlp30"), ("20", "mlp800")]
 
 
 def test_lines_have_error_bars_and_a_best_point_per_line():
