@@ -28,6 +28,17 @@ def wait_until(condition, timeout: float = 240, every: float = 0.02) -> None:
         time.sleep(every)
 
 
+def run_until(at, done, timeout: float = 120):
+    """AppTest fires no timers: rerun the script until ``done(at)`` holds."""
+    deadline = time.time() + timeout
+    while not done(at):
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
 @pytest.fixture
 def store(tmp_path):
     from kdviz.store import RunStore

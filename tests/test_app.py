@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdviz.store import RunStore
 
-from .conftest import ROOT, needs_data, wait_until
+from .conftest import ROOT, needs_data, run_until, wait_until
 
 pytestmark = needs_data
 PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read_text()))
@@ -36,17 +36,6 @@ def lab() -> AppTest:
     at.run()
     at.switch_page("pages/train.py").run()
     assert not at.exception, at.exception
-    return at
-
-
-def run_until(at: AppTest, done, timeout: float = 60) -> AppTest:
-    """AppTest fires no timers: rerun the script until ``done(at)`` holds."""
-    deadline = time.time() + timeout
-    while not done(at):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.5)
-        at.run()
-        assert not at.exception, at.exception
     return at
 
 

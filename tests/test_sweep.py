@@ -15,7 +15,7 @@ from kdviz.store import RunError, RunStore
 from kdviz.train import TrainConfig
 from kdviz.viz import sweep as viz
 
-from .conftest import needs_data
+from .conftest import needs_data, run_until
 
 TINY = dict(epochs=1, train_subset=300, batch_size=50, max_steps=6)
 
@@ -446,17 +446,6 @@ def app(monkeypatch, tmp_path):
     wait_for(common.manager(), [job.id for job in common.manager().list()])
     st.cache_resource.clear()
     st.cache_data.clear()
-
-
-def run_until(at, done, timeout=120):
-    """AppTest fires no timers: rerun the page until ``done(at)`` holds."""
-    deadline = time.time() + timeout
-    while not done(at):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.5)
-        at.run()
-        assert not at.exception, at.exception
-    return at
 
 
 def chart(at, key):
