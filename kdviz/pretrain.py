@@ -20,10 +20,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from . import cli, compare, data, replay
+from . import compare, data, replay
+from .progress import ProgressBar
 from .store import ASSETS, RunStore, write_json
 from .train import TrainConfig, evaluate, resolve_device, train
 
@@ -77,11 +79,6 @@ RECIPES = [
     *[Recipe(f"cifar10-resnet8-{m}", f"distill --teacher pretrained/cifar10-resnet20 --method {m} {_CIFAR_STUDENT} "
                                      f"{_compared('cifar10', m)}") for m in _COMPARED],
 ]
-
-
-def recipe_config(recipe: Recipe) -> TrainConfig:
-    """The TrainConfig that ``python -m kdviz <recipe.command>`` would train."""
-    return cli._config(cli.parser().parse_args(shlex.split(recipe.command)))
 
 
 def _half(tensors: dict) -> dict:
@@ -147,9 +144,11 @@ def read_manifest(dest: Path = ASSETS) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"checkpoints": []}
 
 
-def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[str] | None = None) -> dict:
+def pretrain(recipes: list[Recipe], configure: Callable[[Recipe], TrainConfig], dest: Path = ASSETS,
+             only: list[str] | None = None) -> dict:
     """Train and ship ``recipes`` in order (teachers first); the manifest is
-    rewritten after each one, so an interrupted run keeps what it finished."""
+    rewritten after each one, so an interrupted run keeps what it finished.
+    ``configure`` reads a recipe's command line (``kdviz.cli.recipe_config``: the CLI owns the grammar)."""
     names = [r.name for r in recipes]
     unknown = set(only or []) - set(names)
     if unknown:
@@ -163,7 +162,7 @@ def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[st
             if only and recipe.name not in only:
                 continue
             print(f"\n== {recipe.name}: python -m kdviz {recipe.command}", flush=True)
-            result = train(recipe_config(recipe), scratch, on_row=cli.ProgressBar())
+            result = train(configure(recipe), scratch, on_row=ProgressBar())
             entry = ship(scratch, result.run_id, recipe, dest)
             print(f"\nshipped {recipe.name}: test acc {entry['metrics']['test_acc']:.4f}", flush=True)
             # Re-read: another `pretrain --only` may have shipped other checkpoints meanwhile.

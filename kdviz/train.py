@@ -49,6 +49,20 @@ class TrainConfig:
     teacher_embedding_layer: str | None = None
     rkd_distance: float = 25.0  # RKD weights (Park et al. 2019 reference implementation)
     rkd_angle: float = 50.0
+    logit_standardize: bool = False  # z-score logits before the softmax at T in KD-family losses (Sun et al. 2024)
+    dkd_alpha: float = 1.0  # DKD weights of TCKD and NCKD, and warm-up epochs (Zhao et al. 2022, official code)
+    dkd_beta: float = 8.0
+    dkd_warmup: float = 1.0
+    assistant: str | None = None  # TAKD: the assistant's architecture; None = chosen by parameter count
+    assistant_run: str | None = None  # TAKD: the assistant run the student distils from (set by the method)
+    byot_alpha: float = 0.1  # BYOT: weight of the exits' soft term; feature hint weight (Zhang et al. 2019)
+    byot_lambda: float = 1e-6
+    ema_decay: float = 0.99  # mean teacher (Tarvainen & Valpola 2017): EMA decay, consistency weight,
+    consistency_weight: float = 10.0  # its ramp-up in epochs, and the input noise's std (normalised units)
+    consistency_rampup: float = 1.0
+    consistency_noise: float = 0.15
+    darkrank_weight: float = 1.0
+    grad_at_weight: float = 1.0  # gradient attention transfer's β (Zagoruyko & Komodakis 2017, §3.2)
     teachers: list[str] = field(default_factory=list)  # more teachers for "ensemble"
     teacher_weights: list[float] = field(default_factory=list)
     cohort: int = 2  # students trained together by "dml"
@@ -114,49 +128,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("lr", cfg.lr > 0, "learning rate must be greater than 0"),
         ("beta", cfg.beta >= 0, "beta must not be negative"),
         ("fraction", 0 < cfg.fraction <= 1, "fraction must be in (0, 1]"),
-        ("cohort", cfg.cohort >= 2, "mutual learning needs a cohort of at least 2 students"),
-        ("generations", cfg.generations >= 1, "born-again needs at least 1 generation"),
         ("teacher", bool(cfg.teacher) or not method.needs_teacher, f"method {cfg.method!r} needs a teacher run"),
     ]
     for name, ok, msg in checks:
         if not ok:
             raise ValueError(f"{name}: {msg}")
-    return cfg
-
-
-def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.TapModel | None,
-                    s_feats: dict, t_feats: dict) -> TrainConfig:
-    """Fill layer defaults from the models and check that the names exist and fit."""
-    cfg = dataclasses.replace(
-        cfg,
-        hint_layer=cfg.hint_layer or (teacher.hint_layer if teacher else None),
-        guided_layer=cfg.guided_layer or student.hint_layer,
-        at_layers=cfg.at_layers or student.spatial_layers,
-        fsp_layers=cfg.fsp_layers or student.fsp_layers,
-        embedding_layer=cfg.embedding_layer or student.embedding_layer,
-        teacher_embedding_layer=cfg.teacher_embedding_layer or (teacher.embedding_layer if teacher else None))
-    for field_name, (names, who) in methods.get(cfg.method).layers(cfg).items():
-        sides = [("student", s_feats, student), ("teacher", t_feats, teacher)]
-        for side, feats, model in sides:
-            if who not in (side, "both"):
-                continue
-            for name in names:
-                if name not in feats:
-                    raise ValueError(f"{field_name}: {side} {model.arch} has no feature {name!r}; "
-                                     f"it has {', '.join(feats) or 'none'}")
-        if field_name == "hint_layer" and s_feats[cfg.guided_layer].dim() != t_feats[cfg.hint_layer].dim():
-            raise ValueError(f"hint_layer: the teacher's {cfg.hint_layer} and the student's {cfg.guided_layer} "
-                             "must both be feature maps or both be vectors (a regressor cannot map one to the other)")
-        if field_name in ("at_layers", "fsp_layers"):
-            if not names or any(s_feats[n].dim() != 4 or t_feats[n].dim() != 4 for n in names):
-                raise ValueError(f"{field_name}: {cfg.method} needs spatial feature maps, and "
-                                 f"{student.arch}/{teacher.arch} give none at {names or 'any layer'} (MLPs have none)")
-        if field_name == "fsp_layers":
-            s_ch = [s_feats[n].shape[1] for n in names]
-            t_ch = [t_feats[n].shape[1] for n in names]
-            if s_ch != t_ch:
-                raise ValueError(f"fsp_layers: FSP needs matching channels, but the student has {s_ch} "
-                                 f"and the teacher {t_ch} at {names}")
+    method.check(cfg)
     return cfg
 
 
@@ -210,9 +187,9 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
     failure is recorded in the store as ``failed`` and re-raised.
     """
     validate(cfg)
-    if methods.get(cfg.method).run_count(cfg) != 1 or cfg.method == "bornagain":
-        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     store = store or RunStore()
+    if next(methods.get(cfg.method).runs(cfg, store)) is not cfg:
+        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     try:
         cfg, setup = _setup(cfg, store)
     except BaseException as e:
@@ -254,7 +231,7 @@ def _setup(cfg: TrainConfig, store: RunStore):
                              f"not {cfg.dataset} {ds.shape}")
         return model
 
-    teacher = method.build_teacher(cfg, load_teacher)
+    teacher = method.build_teacher(cfg, load_teacher, student)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
     probe = data.DeviceBatches(x[:2], y[:2], cfg.dataset, 2, device, shuffle=False)
@@ -264,7 +241,7 @@ def _setup(cfg: TrainConfig, store: RunStore):
         s_feats = student.features(px)[1]
         t_feats = teacher.features(px)[1] if teacher else {}
         student.train()
-    cfg = _resolve_layers(cfg, student, teacher, s_feats, t_feats)
+    cfg = method.resolve_layers(cfg, student, teacher, s_feats, t_feats)
     extras = method.extras(s_feats, t_feats, cfg).to(device)
     return cfg, (ds, x, y, student, teacher, extras, method, device)
 
@@ -275,7 +252,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                                  augment=AUGMENT[cfg.dataset] if cfg.augment else None, seed=cfg.seed)
     # Teacher logits depend only on the image when nothing is augmented: compute them once.
     cached_t = None
-    if teacher is not None and not cfg.augment:
+    if teacher is not None and not cfg.augment and not method.teacher_changes:
         cached_t = predict_logits(teacher, x, cfg.dataset, device)
     total = sum(s.epochs for s in stages) * len(batches)
     if cfg.max_steps:
@@ -310,22 +287,12 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 sums.zero_()
                 n_log = 0
 
-            for idx, xb, yb in batches:
+            for i, (idx, xb, yb) in enumerate(batches):
                 if should_stop and should_stop():
                     stopped = True
                     break
-                if stage.needs_features:
-                    s_logits, s_feats = student.features(xb)
-                else:
-                    s_logits, s_feats = student(xb), {}
-                t_logits, t_feats = None, {}
-                if stage.needs_teacher:
-                    if cached_t is not None and not stage.needs_features:
-                        t_logits = cached_t[idx]
-                    else:
-                        with torch.no_grad():
-                            t_logits, t_feats = teacher.features(xb)
-                st = methods.Step(yb, s_logits, s_feats, t_logits, t_feats, extras)
+                st = method.forward(cfg, stage, student, teacher, xb, yb, None if cached_t is None else cached_t[idx])
+                st.extras, st.epoch = extras, epoch - 1 + (i + 1) / len(batches)
                 parts = torch.stack([methods.TERMS[t].fn(st, cfg) for t in stage.weights])
                 loss = (parts * torch.tensor(list(stage.weights.values()), device=device)).sum()
                 opt.zero_grad(set_to_none=True)
@@ -334,8 +301,9 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 sched.step()
                 if hasattr(student, "apply_max_norm"):
                     student.apply_max_norm()
+                method.after_step(cfg, student, teacher, step + 1)
                 sums += torch.cat([parts.detach(), loss.detach()[None]])
-                correct += (s_logits.argmax(1) == yb).sum()
+                correct += (st.s_logits.argmax(1) == yb).sum()
                 seen += len(yb)
                 n_log += 1
                 step += 1
@@ -348,8 +316,9 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
             if stopped and seen == 0 and row is not None:
                 break  # stopped between epochs: the last evaluation and checkpoint stand
             metrics = evaluate(student, ds, device)
+            inner = method.epoch_metrics(student, teacher, lambda m: evaluate(m, ds, device))
             row = {"kind": "epoch", "stage": stage.name, "epoch": epoch, "step": step,
-                   "train_acc": float(correct) / max(seen, 1), **metrics, "time_s": time.time() - t0}
+                   "train_acc": float(correct) / max(seen, 1), **metrics, **inner, "time_s": time.time() - t0}
             emit(row)
             store.save_model(run_id, *method.checkpoint(student, extras))
             if stopped or step >= total:
@@ -360,7 +329,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
     summary = {"test_acc": row["test_acc"], "test_errors": row["test_errors"], "test_loss": row["test_loss"],
                "train_acc": row["train_acc"], "steps": step, "train_time_s": time.time() - t0,
                "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device), "data_source": ds.source,
-               "train_images": len(y), **method.summary(student, lambda m: evaluate(m, ds, device))}
+               "train_images": len(y), **inner, **method.summary(student, lambda m: evaluate(m, ds, device))}
     status = "cancelled" if stopped else "done"
     store.finish(run_id, status, summary, reason="cancelled by the user" if stopped else "")
     return Result(run_id, status, summary, student)
@@ -368,14 +337,16 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
 
 def train_all(cfg: TrainConfig, store: RunStore | None = None, on_row=None, should_stop=None,
               on_run: Callable[[TrainConfig, int, int], str | None] | None = None) -> list[Result]:
-    """Train every run a method needs (one for most; one per generation for born-again).
+    """Train every run a method needs (one for most; one per generation for born-again; the
+    assistant, then the student, for TAKD).
 
     ``on_run(cfg, index, count)`` is called before each run and may return a
     pre-created run id (the job manager's). Stops after a run that did not finish.
     """
     validate(cfg)
     method = methods.get(cfg.method)
-    plan, count, results = method.runs(cfg), method.run_count(cfg), []
+    store = store or RunStore()
+    plan, count, results = method.runs(cfg, store), method.run_count(cfg), []
     run_cfg = next(plan)
     while True:
         run_id = on_run(run_cfg, len(results), count) if on_run else None

@@ -14,11 +14,9 @@ PRESETS = {
 }
 ATTENTION = ("pages/attention.py", "Attention", ":material/visibility:")
 RUN_PAGES = {"fitnet": [("pages/hints.py", "Hints (FitNets)", ":material/explore:")], "at": [ATTENTION],
-             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")]}
+             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")],
+             "at_grad": [ATTENTION], "byot": [ATTENTION]}
 METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "") for m in methods.METHODS.values())
-# Settings only some methods have: config field -> (label, default, step).
-METHOD_FIELDS = {"dml": {"cohort": ("Students in the cohort", 2, 1)},
-                 "bornagain": {"generations": ("Generations after generation 0", 2, 1)}}
 
 st.title("Training lab")
 st.caption("Jobs train in the background: the curves update live and every other page stays usable meanwhile.")
@@ -78,8 +76,11 @@ with left:
                                      help="Zagoruyko & Komodakis 2017 use 1000 (β/2 per layer pair).")
     if len(m.stages(train.TrainConfig())) > 1:
         kw["hint_epochs"] = c1.number_input("First-stage epochs (hint / FSP)", value=1, step=1, key="train_hint_epochs")
-    for name, (label, default, step) in METHOD_FIELDS.get(method, {}).items():
-        kw[name] = c1.number_input(label, value=default, step=step, key=f"train_{name}")
+    for name, (label, step) in m.settings.items():  # the settings only this method has
+        default = getattr(train.TrainConfig(), name)
+        kw[name] = (st.checkbox(label, value=default, key=f"train_{name}") if isinstance(default, bool) else
+                    c1.number_input(label, value=default, step=step, format=None if step >= 0.01 else "%.4f",
+                                    key=f"train_{name}"))
     quick = st.checkbox("Quick demo: train on a subset", value=p["subset"] is not None, key=f"quick_{ds}",
                         help="Trains in seconds on a CPU; accuracy is lower than with all images.")
     subset = quick and st.number_input("Training images", value=p["subset"] or 2000, min_value=64, step=1000,

@@ -97,9 +97,11 @@ def channel_mse_bars(channel_mse, n_show: int) -> go.Figure:
 
 # ---------------------------------------------------------------- attention maps and attributions
 
-def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
+def attention_grid(maps: dict[str, dict], image=None,
+                   title: str = "Attention maps (channel mean of squared activations, L2-normalised)") -> go.Figure:
     """Rows: models (``{label: {stage: (H, W) map}}``); columns: stages, each column on one
-    colour scale so models compare directly. ``image`` (C, H, W) is drawn underneath."""
+    colour scale so models compare directly; a model without a column's stage (a BYOT exit)
+    leaves its panel empty. ``image`` (C, H, W) is drawn underneath."""
     labels = list(maps)
     stages = list(dict.fromkeys(s for m in maps.values() for s in m))
     zmax = {s: max(float(_np(m[s]).max()) for m in maps.values() if s in m) for s in stages}
@@ -107,14 +109,16 @@ def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
                         horizontal_spacing=0.02, vertical_spacing=0.04)
     for r, label in enumerate(labels, 1):
         for c, stage in enumerate(stages, 1):
+            if stage not in maps[label]:
+                _note(fig, (r - 1) * len(stages) + c, "—")
+                continue
             if image is not None:
                 fig.add_trace(_gray(image), r, c)
             fig.add_trace(go.Heatmap(z=_np(maps[label][stage]), colorscale=SEQUENTIAL, zmin=0, zmax=zmax[stage],
                                      opacity=0.6 if image is not None else 1.0, showscale=False,
                                      hovertemplate="attention %{z:.3f}<extra></extra>"), r, c)
     _image_axes(fig, len(labels) * len(stages))
-    return layout(fig, "Attention maps (channel mean of squared activations, L2-normalised)",
-                  height=60 + 200 * len(labels))
+    return layout(fig, title, height=60 + 200 * len(labels))
 
 
 def at_distance_bars(distances: dict[str, dict[str, float]], methods: dict[str, str]) -> go.Figure:
