@@ -525,14 +525,10 @@ class BYOT(Method):
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """θ' ← decay·θ' + (1 − decay)·θ (Tarvainen & Valpola 2017, eq. 1), for every floating-point
-    parameter and buffer: BN's running statistics are averaged too, since the teacher runs in eval
-    mode. Integer buffers (BN's step counter) are copied."""
-    for t, s in zip(teacher.state_dict().values(), student.state_dict().values()):
-        if t.is_floating_point():
-            t.mul_(decay).add_(s, alpha=1 - decay)
-        else:
-            t.copy_(s)
+    """θ' ← decay·θ' + (1 − decay)·θ for every parameter (Tarvainen & Valpola 2017, eq. 1). Buffers
+    (BN's running statistics) are the teacher's own: it runs in train mode, as in the official code."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(decay).add_(s, alpha=1 - decay)
 
 
 @register
@@ -561,10 +557,11 @@ class MeanTeacher(Method):
         return copy.deepcopy(student)
 
     def forward(self, cfg, stage, student, teacher, x, y, teacher_logits=None):
-        """Student and teacher see the image under independent Gaussian input noise (the paper's η, η')."""
+        """Student and teacher see the image under independent Gaussian input noise (the paper's η, η'),
+        both in train mode (BN on batch statistics, dropout on), as in the official code."""
         s_logits = student(x + cfg.consistency_noise * torch.randn_like(x))
         with torch.no_grad():
-            t_logits = teacher(x + cfg.consistency_noise * torch.randn_like(x))
+            t_logits = teacher.train()(x + cfg.consistency_noise * torch.randn_like(x))
         return Step(y, s_logits, t_logits=t_logits, x=x, teacher=teacher)
 
     def after_step(self, cfg, student, teacher, steps):

@@ -55,6 +55,7 @@ def _compared(dataset: str, method: str) -> str:
 _MLP_STUDENT = "--student mlp800 --T 20 --epochs 6 --lr 0.02 --no-augment --weight-decay 0"
 _CNN_STUDENT = "--student cnn_s --epochs 2 --train-subset 8000 --batch-size 32 --no-augment"
 _CIFAR_STUDENT = "--student resnet8 --dataset cifar10 --epochs 3 --batch-size 32"
+_FULL = "--epochs 1 --batch-size 32 --no-augment --exclude-offline-sample"  # issue 19: all 55,000 images
 
 RECIPES = [
     # Hinton, Vinyals & Dean 2015, §3: a dropout + jitter teacher, a 2x800 student without
@@ -78,6 +79,15 @@ RECIPES = [
     Recipe("cifar10-resnet20", "train --dataset cifar10 --model resnet20 --epochs 5 --batch-size 32"),
     *[Recipe(f"cifar10-resnet8-{m}", f"distill --teacher pretrained/cifar10-resnet20 --method {m} {_CIFAR_STUDENT} "
                                      f"{_compared('cifar10', m)}") for m in _COMPARED],
+    # issue 19: the rest of the distillation map, one cnn_s student each on the full MNIST training set
+    # (less the offline sample) with plain and KD twins trained the same way, as one Compare group. TAKD's
+    # assistant (resnet20: halfway between cnn_s and cnn_l in parameters) ships first, outside the group.
+    Recipe("mnist-full-resnet20-assistant", f"distill --teacher pretrained/mnist-cnn_l --method kd --student resnet20 "
+                                            f"{_FULL} --group takd-pretrained-mnist --label 'TAKD assistant (resnet20)'"),
+    *[Recipe(f"mnist-full-cnn_s-{m}", f"distill --teacher pretrained/mnist-cnn_l --method {m} --student cnn_s {_FULL} "
+                                      + ("--assistant resnet20 --assistant-run pretrained/mnist-full-resnet20-assistant "
+                                         if m == "takd" else "") + _compared("mnist-full", m))
+      for m in ("plain", "kd", "dkd", "takd", "byot", "meanteacher", "darkrank", "at_grad")],
 ]
 
 
