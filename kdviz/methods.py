@@ -523,6 +523,20 @@ class BYOT(Method):
         return {"params": models.param_count(student.net)}  # the exits are dropped at test time
 
 
+def translate(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image shifted by a random 0 to ``pad`` pixels along each axis, its edge pixels repeated
+    into the gap (MNIST's background): the mean teacher's input noise."""
+    if pad == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = (torch.randint(0, 2 * pad + 1, (b, 1, 1, 1), device=x.device) for _ in range(2))
+    rows = dy + torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = dx + torch.arange(w, device=x.device).view(1, 1, 1, w)
+    return padded[torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1),
+                  rows, cols]
+
+
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """θ' ← decay·θ' + (1 − decay)·θ for every parameter (Tarvainen & Valpola 2017, eq. 1). Buffers
@@ -537,7 +551,7 @@ class MeanTeacher(Method):
     label = "Mean teacher (moving average of the student)"
     paper = "Tarvainen & Valpola 2017"
     about = ("No pretrained teacher: the teacher is an exponential moving average of the student's own weights, "
-             "and the student is pulled towards its predictions on a differently noised copy of each image.")
+             "and the student is pulled towards its predictions; each sees every image shifted its own random way.")
     teacher_changes = True
     settings = {"ema_decay": ("EMA decay of the teacher", 0.001),
                 "consistency_weight": ("Consistency weight", 1.0),
@@ -546,7 +560,7 @@ class MeanTeacher(Method):
     def check(self, cfg):
         if not 0 <= cfg.ema_decay < 1:
             raise ValueError("ema_decay: must be in [0, 1)")
-        for name in ("consistency_weight", "consistency_rampup", "consistency_noise"):
+        for name in ("consistency_weight", "consistency_rampup", "consistency_shift"):
             if getattr(cfg, name) < 0:
                 raise ValueError(f"{name}: must not be negative")
 
@@ -557,11 +571,12 @@ class MeanTeacher(Method):
         return copy.deepcopy(student)
 
     def forward(self, cfg, stage, student, teacher, x, y, teacher_logits=None):
-        """Student and teacher see the image under independent Gaussian input noise (the paper's η, η'),
-        both in train mode (BN on batch statistics, dropout on), as in the official code."""
-        s_logits = student(x + cfg.consistency_noise * torch.randn_like(x))
+        """Student and teacher see the image under independent noise (the paper's η, η′): random
+        translations by up to ``consistency_shift`` pixels, both networks in train mode (BN on batch
+        statistics, dropout on), as in the official code."""
+        s_logits = student(translate(x, cfg.consistency_shift))
         with torch.no_grad():
-            t_logits = teacher.train()(x + cfg.consistency_noise * torch.randn_like(x))
+            t_logits = teacher.train()(translate(x, cfg.consistency_shift))
         return Step(y, s_logits, t_logits=t_logits, x=x, teacher=teacher)
 
     def after_step(self, cfg, student, teacher, steps):

@@ -3,7 +3,6 @@ import json
 import shutil
 import time
 
-import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -13,6 +12,7 @@ from kdviz.store import RunStore
 from kdviz.train import TrainConfig
 
 from .conftest import ROOT, needs_data
+from .test_pages_learn import _array
 
 pytestmark = needs_data
 QUICK = dict(train_subset=64, batch_size=32, epochs=1, augment=False)
@@ -162,13 +162,13 @@ def test_dark_knowledge_page_shows_dkd_and_darkrank(runs):
 
 def test_temperature_page_standardises_logits(runs):
     at = page("pages/temperature.py")
-    t_logits = np.asarray(chart(at, "temperature_logits")["data"][0]["y"], dtype=float)
+    t_logits = _array(chart(at, "temperature_logits")["data"][0]["y"])
     at.select_slider(key="temperature_std_T").set_value(4.0).run()
     on = chart(at, "temperature_std_bars")
-    assert np.asarray(on["data"][0]["y"]) == pytest.approx(analysis.softmax_at(analysis.standardized(t_logits), 4.0))
+    assert _array(on["data"][0]["y"]) == pytest.approx(analysis.softmax_at(analysis.standardized(t_logits), 4.0))
     at.toggle(key="temperature_std").set_value(False).run()
     off = chart(at, "temperature_std_bars")
-    assert np.asarray(off["data"][0]["y"]) == pytest.approx(analysis.softmax_at(t_logits, 4.0))
+    assert _array(off["data"][0]["y"]) == pytest.approx(analysis.softmax_at(t_logits, 4.0))
     assert off["layout"]["title"]["text"].startswith("Raw logits")
 
 
