@@ -76,7 +76,7 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1,
     for name in compared:
         cfg = dataclasses.replace(base, method=name)
         try:
-            _probe(cfg, store, t_model)
+            _probe(train.validate(cfg), store, t_model)
         except ValueError as e:
             notes.append(f"{methods.get(name).label} is left out ({base.model} ← {t_model.arch}): {e}")
             continue
