@@ -8,29 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-import time
 from pathlib import Path
 
-from . import compare, data, jobs, methods, models, replay, sweep
+from . import compare, data, jobs, methods, models, pretrain, replay, sweep
+from .progress import ProgressBar
 from .store import RunError, RunStore
 from .train import NonFiniteLoss, TrainConfig, failure_reason, resolve_device, resume, train, train_all
 
 EXPECTED = (ValueError, RunError, data.DataUnavailable, NonFiniteLoss, OSError)
-
-
-class ProgressBar:
-    """A one-line text progress bar on stderr: the CLI's view of ``on_row``."""
-
-    def __init__(self, width: int = 30):
-        self.width, self.t0 = width, time.time()
-
-    def __call__(self, row: dict, frac: float) -> None:
-        filled = int(frac * self.width)
-        acc = f" test acc {row['test_acc']:.4f}" if "test_acc" in row else f" loss {row.get('loss', 0):.4f}"
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {frac:6.1%} "
-                         f"{row.get('stage', '')} ep {row.get('epoch', '')}{acc} {time.time() - self.t0:6.1f}s ")
-        sys.stderr.flush()
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -54,17 +41,53 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
 
 
+def _add_settings(p: argparse.ArgumentParser, names: list[str]) -> None:
+    """One option per setting that the methods ``names`` declare (``Method.settings``) and that ``p``
+    does not have yet: ``--dkd-beta``, ``--logit-standardize``, ... typed by the config field's default."""
+    defaults = TrainConfig()
+    for name in names:
+        for fld, (label, _) in methods.get(name).settings.items():
+            if p.get_default(fld) is not None:  # added already (settings all have a default)
+                continue
+            default, flag = getattr(defaults, fld), "--" + fld.replace("_", "-")
+            if isinstance(default, bool):
+                p.add_argument(flag, action="store_true", help=f"{methods.get(name).name}: {label}")
+            else:
+                p.add_argument(flag, type=type(default), default=default,
+                               help=f"{methods.get(name).name}: {label} (default {default:g})")
+
+
 def _config(args, **overrides) -> TrainConfig:
     fields = TrainConfig().to_dict()
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     return TrainConfig.from_dict({**fields, **given, **overrides})
 
 
+def recipe_config(recipe) -> TrainConfig:
+    """The TrainConfig that ``python -m kdviz <recipe.command>`` would train (a ``pretrain.Recipe``)."""
+    return _config(parser().parse_args(shlex.split(recipe.command)))
+
+
+def run_recipe(recipe, store: RunStore) -> str:
+    """Carry out a shipped recipe's command in ``store``: the run id, or a sweep's group id."""
+    if recipe.is_sweep:
+        return run_sweep(parser().parse_args(shlex.split(recipe.command)), store)
+    return train(recipe_config(recipe), store, on_row=ProgressBar()).run_id
+
+
+def _inner(summary: dict) -> str:
+    """Accuracies a run measures besides its own (BYOT exits, a mean teacher), as ', exit1 0.9512'."""
+    return "".join(f", {k.removesuffix('_test_acc')} {v:.4f}" for k, v in summary.items()
+                   if k.endswith("_test_acc") and isinstance(v, float))
+
+
 def _run(cfg: TrainConfig, store: RunStore) -> int:
-    """Train every run the method needs (born-again: one per generation); the last run id ends the output."""
+    """Train every run the method needs (born-again: one per generation; TAKD: the assistant, then the
+    student); the last run id ends the output."""
     def announce(run_cfg, index, count):
         if count > 1:
-            print(f"\n[{index + 1}/{count}] {run_cfg.method} (generation {run_cfg.generation})", file=sys.stderr)
+            what = f"generation {run_cfg.generation}" if run_cfg.generation is not None else run_cfg.model
+            print(f"\n[{index + 1}/{count}] {run_cfg.method} ({what})", file=sys.stderr)
 
     for result in train_all(cfg, store, on_row=ProgressBar(), on_run=announce):
         _print_result(result)
@@ -73,7 +96,7 @@ def _run(cfg: TrainConfig, store: RunStore) -> int:
 
 def _print_result(result) -> None:
     s = result.summary
-    print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors), "
+    print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors{_inner(s)}), "
           f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
 
 
@@ -96,14 +119,14 @@ def cmd_runs(store: RunStore) -> int:
 def cmd_compare(args, store: RunStore) -> int:
     """Train every compared method that fits teacher and student (times --seeds), one after
     another, then write the comparison table as CSV and Markdown."""
-    configs, notes = compare.plan(store, _config(args), args.seeds)
+    configs, notes = compare.plan(store, _config(args), args.seeds, tuple(args.methods))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     run_ids = []
     for i, cfg in enumerate(configs, 1):
         print(f"\n[{i}/{len(configs)}] {cfg.label}", file=sys.stderr)
-        try:
-            result = train(cfg, store, on_row=ProgressBar())
+        try:  # every run the method needs (TAKD: its assistant first); the last one is the compared student
+            result = train_all(cfg, store, on_row=ProgressBar())[-1]
         except Exception as e:  # recorded as failed in the store; the other methods still run
             print(f"\n{cfg.label} failed and is left out of the table: {e}", file=sys.stderr)
             continue
@@ -211,36 +234,43 @@ def cmd_replay(args, store: RunStore) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The CLI's parser; ``kdviz.pretrain`` parses its recipes with it too."""
+    """The CLI's parser; ``recipe_config`` reads the shipped recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    teacher_free = [m for m in methods.METHODS if not methods.get(m).needs_teacher]
     p = sub.add_parser("train", help="train a teacher, a plain student, or a teacher-free method")
     p.add_argument("--model", required=True, choices=list(models.MODELS))
-    p.add_argument("--method", default="plain", choices=["plain", "dml", "bornagain"],
-                   help="dml: a cohort learning together; bornagain: generation 0 on labels, then self-distillation")
-    p.add_argument("--cohort", type=int, default=TrainConfig.cohort, help="dml: students in the cohort")
-    p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")
+    p.add_argument("--method", default="plain", choices=teacher_free,
+                   help="dml: a cohort learning together; bornagain: generation 0 on labels, then self-distillation; "
+                        "byot: self-distillation exits; meanteacher: a moving average of the student as its teacher")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
+    _add_settings(p, teacher_free)
     _add_common(p)
     p = sub.add_parser("distill", help="train a student from a teacher run")
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
     p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
-    p.add_argument("--method", default="kd", choices=[m for m in methods.METHODS if methods.get(m).needs_teacher
-                                                      or m in ("plain", "bornagain")],
-                   help="plain: labels only, with the teacher recorded (a comparison's baseline)")
+    p.add_argument("--method", default="kd", choices=list(methods.METHODS),
+                   help="a teacher-free method (plain, byot, meanteacher, ...) records the teacher only, "
+                        "as a comparison's baseline")
     p.add_argument("--teachers", nargs="*", default=[], help="ensemble: more teacher run ids")
     p.add_argument("--teacher-weights", type=float, nargs="*", default=[], help="ensemble: one weight per teacher")
-    p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")
+    p.add_argument("--assistant", default=None, choices=list(models.MODELS),
+                   help="takd: the assistant's architecture (default: the model halfway in parameters)")
+    p.add_argument("--assistant-run", default=None, help="takd: distil from this trained assistant run instead")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     p.add_argument("--beta", type=float, default=TrainConfig.beta)
     p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
+    _add_settings(p, list(methods.METHODS))
     _add_common(p)
-    p = sub.add_parser("compare", help="train plain, KD, FitNets, AT, FSP and KD+AT students as one group; "
-                                       "write the comparison table as CSV and Markdown")
+    p = sub.add_parser("compare", help="train plain, KD, FitNets, AT, FSP and KD+AT students (or --methods) as "
+                                       "one group; write the comparison table as CSV and Markdown")
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
     p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
+    p.add_argument("--methods", nargs="+", default=list(compare.COMPARED), choices=list(compare.ORDER),
+                   metavar="METHOD", help=f"the methods to compare (default: {' '.join(compare.COMPARED)}; "
+                                          f"any of {', '.join(compare.ORDER)})")
     p.add_argument("--seeds", type=int, default=1, help="runs per method, seeds --seed, --seed+1, ... (mean ± std)")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
@@ -323,8 +353,7 @@ def _notes(e: BaseException) -> str:
 
 def _command(args) -> int:
     if args.cmd == "pretrain":
-        from .pretrain import pretrain  # imports this module: import it only when asked
-        pretrain(only=args.only)
+        pretrain.pretrain(pretrain.RECIPES, run_recipe, only=args.only)
         return 0
     store = RunStore(args.runs)
     if args.cmd == "runs":

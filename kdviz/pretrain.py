@@ -20,13 +20,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from . import cli, compare, data, replay, sweep
+from . import compare, data, replay, sweep
 from .store import ASSETS, RunStore, write_json
-from .train import TrainConfig, logits_file, predict_logits, resolve_device, test_metrics, train
+from .train import TrainConfig, logits_file, predict_logits, resolve_device, test_metrics
 
 HALF_TOLERANCE = 0.001  # fp16 weights ship only if they lose at most 0.1 % test accuracy
 
@@ -70,8 +71,10 @@ _BETA = {"at": " --beta 100"}
 
 _MNIST = "--exclude-offline-sample"  # the offline sample's 5,000 digits stay out, so it can test every MNIST run
 _HINTON_STUDENT = f"--epochs 30 --lr 0.02 --no-augment --weight-decay 0 {_MNIST}"
-_CNN_STUDENT = "--student cnn_s --epochs 1 --batch-size 32 --no-augment"  # every training image, once
+_ONCE = "--epochs 1 --batch-size 32 --no-augment"  # every training image, once
+_CNN_STUDENT = f"--student cnn_s {_ONCE}"
 _CIFAR_STUDENT = "--student resnet8 --dataset cifar10 --epochs 3 --batch-size 32"
+_MAP = ("dkd", "takd", "byot", "meanteacher", "darkrank", "at_grad")  # issue 19, on MNIST only
 
 RECIPES = [
     # Hinton, Vinyals & Dean 2015, §3, at paper scale (the defaults of ReplayConfig): a dropout + jitter
@@ -112,12 +115,16 @@ RECIPES = [
     Recipe("mnist-sweep-hinton", "sweep --teacher pretrained/mnist-mlp1200 --student mlp30 mlp800 "
                                  "--T 1 2.5 4 8 12 20 --seeds 2 --epochs 10 --lr 0.02 --weight-decay 0 --no-augment "
                                  "--exclude-offline-sample --group sweep-pretrained-hinton"),
+    # Issue 19: the rest of the distillation map joins the MNIST comparison (same student, images and
+    # schedule; one seed each). TAKD's assistant (resnet20: between cnn_s and cnn_l in parameters) ships
+    # first, outside the group.
+    Recipe("mnist-resnet20-assistant", f"distill --teacher pretrained/mnist-cnn_l --method kd --student resnet20 "
+                                       f"{_ONCE} {_MNIST} --group takd-pretrained-mnist "
+                                       "--label 'TAKD assistant (resnet20)'"),
+    *[Recipe(f"mnist-cnn_s-{m}", f"distill --teacher pretrained/mnist-cnn_l --method {m} {_CNN_STUDENT} {_MNIST} "
+                                 + ("--assistant resnet20 --assistant-run pretrained/mnist-resnet20-assistant "
+                                    if m == "takd" else "") + _compared("mnist", m)) for m in _MAP],
 ]
-
-
-def recipe_config(recipe: Recipe) -> TrainConfig:
-    """The TrainConfig that ``python -m kdviz <recipe.command>`` would train."""
-    return cli._config(cli.parser().parse_args(shlex.split(recipe.command)))
 
 
 def _half(tensors: dict) -> dict:
@@ -190,9 +197,12 @@ def read_manifest(dest: Path = ASSETS) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"checkpoints": []}
 
 
-def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[str] | None = None) -> dict:
+def pretrain(recipes: list[Recipe], run: Callable[[Recipe, RunStore], str], dest: Path = ASSETS,
+             only: list[str] | None = None) -> dict:
     """Train and ship ``recipes`` in order (teachers first); the manifest is
-    rewritten after each one, so an interrupted run keeps what it finished."""
+    rewritten after each one, so an interrupted run keeps what it finished.
+    ``run`` carries out a recipe's command line in a scratch store and returns the run id (a sweep's
+    group id): ``kdviz.cli.run_recipe``, since the CLI owns the grammar."""
     names = [r.name for r in recipes]
     unknown = set(only or []) - set(names)
     if unknown:
@@ -206,16 +216,15 @@ def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[st
             if only and recipe.name not in only:
                 continue
             print(f"\n== {recipe.name}: python -m kdviz {recipe.command}", flush=True)
+            shipped = run(recipe, scratch)
             if recipe.is_sweep:  # issue 22: its points ship as metrics, replacing the last shipment's
-                group = cli.run_sweep(cli.parser().parse_args(shlex.split(recipe.command)), scratch)
                 last = next((e["points"] for e in read_manifest(dest).get("sweeps", [])
                              if e["name"] == recipe.name), [])
-                entry = {**sweep.ship(scratch, group, dest, recipe.name, replaces=last),
+                entry = {**sweep.ship(scratch, shipped, dest, recipe.name, replaces=last),
                          "command": f"python -m kdviz {recipe.command}"}
                 print(f"\nshipped {recipe.name}: {len(entry['points'])} points", flush=True)
             else:
-                result = train(recipe_config(recipe), scratch, on_row=cli.ProgressBar())
-                entry = ship(scratch, result.run_id, recipe, dest)
+                entry = ship(scratch, shipped, recipe, dest)
                 print(f"\nshipped {recipe.name}: test acc {entry['metrics']['test_acc']:.4f}", flush=True)
             # Re-read: another `pretrain --only` may have shipped other checkpoints meanwhile.
             entries = {kind: {e["name"]: e for e in read_manifest(dest).get(kind, [])} for kind in KINDS}

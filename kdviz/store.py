@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 import torch
 
-from . import methods, models
+from . import models
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "pretrained"
 FINAL = ("done", "failed", "cancelled")
@@ -47,8 +47,7 @@ SUMMARY_TYPES = {"test_acc": float, "test_errors": int, "test_loss": float, "tra
                  "train_time_s": float, "params": int, "device": str, "data_source": str, "train_images": int,
                  "cohort_test_acc": list}
 ROW_TYPES = {"kind": str, "stage": str, "epoch": int, "step": int, "lr": float, "loss": float,
-             "train_acc": float, "test_acc": float, "test_loss": float, "test_errors": int, "time_s": float,
-             **{term: float for term in methods.TERMS}}
+             "train_acc": float, "test_acc": float, "test_loss": float, "test_errors": int, "time_s": float}
 ROW_NEEDS = {"step": ("stage", "step", "loss"), "epoch": ("stage", "epoch", "step", "train_acc", "test_acc")}
 RUN_FILES = {"config.json", "status.json", "metrics.jsonl", "model.pt", "summary.json"}
 
@@ -166,7 +165,10 @@ def _type_problem(obj, types: dict, name: str) -> str:
 
 
 def _row_ok(row) -> bool:
+    """A row's known fields have their types, its other fields (a method's loss terms and
+    accuracies) are numbers, and its kind's fields are all there."""
     return (not _type_problem(row, ROW_TYPES, "row")
+            and all(v is None or has_type(v, float) for k, v in row.items() if k not in ROW_TYPES)
             and all(row.get(k) is not None for k in ROW_NEEDS.get(row.get("kind"), ())))
 
 

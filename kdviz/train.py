@@ -29,13 +29,14 @@ AUGMENT = {"mnist": "shift", "fashion_mnist": "shift", "cifar10": "crop_flip"}
 RESUME_FILE = "resume.pt"  # what continuing a run needs, written with every epoch checkpoint
 RESUME_KEYS = {"stage", "epoch", "step", "elapsed", "row", "student", "extras", "optimizer", "scheduler", "rng",
                "batch_rng"}
-# The range of every bounded number of a TrainConfig (inclusive): validate() enforces them,
-# and the app's number inputs use them as min/max, so what a field shows is what is used.
+# The range of every bounded number of a TrainConfig (inclusive; a method's own fields: its
+# ``limits``): validate() enforces them, and the app's number inputs use them as min/max, so
+# what a field shows is what is used.
 LIMITS = {
     "epochs": (1, 1000), "hint_epochs": (1, 1000), "batch_size": (1, 8192), "lr": (1e-6, 10.0),
     "momentum": (0.01, 0.999), "weight_decay": (0.0, 0.1), "T": (0.1, 100.0), "alpha": (0.0, 1.0),
     "beta": (0.0, 1e5), "fsp_weight": (0.0, 1e5), "rkd_distance": (0.0, 1e4), "rkd_angle": (0.0, 1e4),
-    "cohort": (2, 8), "generations": (1, 10), "generation": (0, 10), "fraction": (1e-4, 1.0),
+    "generation": (0, 10), "fraction": (1e-4, 1.0),
     "train_subset": (1, 10_000_000), "max_steps": (1, 1_000_000_000), "seed": (0, 2**31 - 1),
     "log_every": (1, 100_000),
 }
@@ -72,6 +73,20 @@ class TrainConfig:
     teacher_embedding_layer: str | None = None
     rkd_distance: float = 25.0  # RKD weights (Park et al. 2019 reference implementation)
     rkd_angle: float = 50.0
+    logit_standardize: bool = False  # z-score logits before the softmax at T in KD-family losses (Sun et al. 2024)
+    dkd_alpha: float = 1.0  # DKD weights of TCKD and NCKD, and warm-up epochs (Zhao et al. 2022, official code)
+    dkd_beta: float = 8.0
+    dkd_warmup: float = 1.0
+    assistant: str | None = None  # TAKD: the assistant's architecture; None = chosen by parameter count
+    assistant_run: str | None = None  # TAKD: the assistant run the student distils from (set by the method)
+    byot_alpha: float = 0.1  # BYOT: weight of the exits' soft term; feature hint weight (Zhang et al. 2019)
+    byot_lambda: float = 1e-6
+    ema_decay: float = 0.99  # mean teacher (Tarvainen & Valpola 2017): EMA decay, consistency weight,
+    consistency_weight: float = 10.0  # its ramp-up in epochs, and the input noise: random shifts of up to
+    consistency_rampup: float = 1.0  # this many pixels, drawn independently for student and teacher
+    consistency_shift: int = 2
+    darkrank_weight: float = 0.3  # DarkRank: weight of the ranking loss beside CE (a pilot: 1.0 cost 2.7 pp)
+    grad_at_weight: float = 1.0  # gradient attention transfer's β (Zagoruyko & Komodakis 2017, §3.2)
     teachers: list[str] = field(default_factory=list)  # more teachers for "ensemble"
     teacher_weights: list[float] = field(default_factory=list)
     cohort: int = 2  # students trained together by "dml"
@@ -166,11 +181,6 @@ def config_problems(d) -> dict[str, str]:
     return out
 
 
-@functools.cache
-def _model_kind(name: str) -> str:
-    return models.build(name).kind
-
-
 def _device_problem(name: str) -> str:
     if name == "auto":
         return ""
@@ -194,13 +204,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     raise ValueError naming the field."""
     if problems := config_problems(cfg.to_dict()):
         raise ValueError(next(iter(problems.values())))
-    for name, (lo, hi) in LIMITS.items():
+    method = methods.get(cfg.method)
+    for name, (lo, hi) in {**LIMITS, **method.limits}.items():
         value = getattr(cfg, name)
         if value is not None and not lo <= value <= hi:
             raise ValueError(f"{name}: {NAMES.get(name, name)} must be between {_num(lo)} and {_num(hi)}, "
                              f"not {_num(value)}")
-    method = methods.get(cfg.method)
-    terms = {t for stage in method.stages(cfg) for t in stage.weights}
     n_classes = len(data.CLASSES[cfg.dataset])
     w = cfg.teacher_weights
     checks = [
@@ -218,10 +227,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, ok, msg in checks:
         if not ok:
             raise ValueError(f"{name}: {msg}")
-    for term, name in (("at", "at_layers"), ("fsp", "fsp_layers")):
-        if term in terms and _model_kind(cfg.model) == "mlp":
-            raise ValueError(f"{name}: {method.label} needs feature maps, and the student {cfg.model} is an MLP "
-                             "(it has none); pick a cnn_* or resnet* student")
+    method.check(cfg)
     if problem := _device_problem(cfg.device):
         raise ValueError(problem)
     return cfg
@@ -244,42 +250,6 @@ def nan_cause(cfg: TrainConfig) -> str:
     if cfg.momentum > 0.99:
         causes.append(f"the momentum {cfg.momentum:g} is very close to 1")
     return "; ".join(causes) or f"the training diverged; lower the learning rate (now {cfg.lr:g})"
-
-
-def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.TapModel | None,
-                    s_feats: dict, t_feats: dict) -> TrainConfig:
-    """Fill layer defaults from the models and check that the names exist and fit."""
-    cfg = dataclasses.replace(
-        cfg,
-        hint_layer=cfg.hint_layer or (teacher.hint_layer if teacher else None),
-        guided_layer=cfg.guided_layer or student.hint_layer,
-        at_layers=cfg.at_layers or student.spatial_layers,
-        fsp_layers=cfg.fsp_layers or student.fsp_layers,
-        embedding_layer=cfg.embedding_layer or student.embedding_layer,
-        teacher_embedding_layer=cfg.teacher_embedding_layer or (teacher.embedding_layer if teacher else None))
-    for field_name, (names, who) in methods.get(cfg.method).layers(cfg).items():
-        sides = [("student", s_feats, student), ("teacher", t_feats, teacher)]
-        for side, feats, model in sides:
-            if who not in (side, "both"):
-                continue
-            for name in names:
-                if name not in feats:
-                    raise ValueError(f"{field_name}: {side} {model.arch} has no feature {name!r}; "
-                                     f"it has {', '.join(feats) or 'none'}")
-        if field_name == "hint_layer" and s_feats[cfg.guided_layer].dim() != t_feats[cfg.hint_layer].dim():
-            raise ValueError(f"hint_layer: the teacher's {cfg.hint_layer} and the student's {cfg.guided_layer} "
-                             "must both be feature maps or both be vectors (a regressor cannot map one to the other)")
-        if field_name in ("at_layers", "fsp_layers"):
-            if not names or any(s_feats[n].dim() != 4 or t_feats[n].dim() != 4 for n in names):
-                raise ValueError(f"{field_name}: {cfg.method} needs spatial feature maps, and "
-                                 f"{student.arch}/{teacher.arch} give none at {names or 'any layer'} (MLPs have none)")
-        if field_name == "fsp_layers":
-            s_ch = [s_feats[n].shape[1] for n in names]
-            t_ch = [t_feats[n].shape[1] for n in names]
-            if s_ch != t_ch:
-                raise ValueError(f"fsp_layers: FSP needs matching channels, but the student has {s_ch} "
-                                 f"and the teacher {t_ch} at {names}")
-    return cfg
 
 
 def estimated_work(cfg: TrainConfig, teacher_arch: str | None = None) -> float:
@@ -389,9 +359,9 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
     failure is recorded in the store as ``failed`` (Ctrl-C: ``cancelled``) and re-raised.
     """
     validate(cfg)
-    if methods.get(cfg.method).run_count(cfg) != 1 or cfg.method == "bornagain":
-        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     store = store or RunStore()
+    if next(methods.get(cfg.method).runs(cfg, store)) is not cfg:
+        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     try:
         store.check_writable()
         cfg, setup = _setup(cfg, store)
@@ -459,7 +429,7 @@ def _setup(cfg: TrainConfig, store: RunStore):
             raise ValueError(f"teacher: run {run_id} has weights that are not finite (NaN or infinity)")
         return model
 
-    teacher = method.build_teacher(cfg, load_teacher)
+    teacher = method.build_teacher(cfg, load_teacher, student)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
     probe = data.DeviceBatches(x[:2], y[:2], cfg.dataset, 2, device, shuffle=False)
@@ -469,7 +439,7 @@ def _setup(cfg: TrainConfig, store: RunStore):
         s_feats = student.features(px)[1]
         t_feats = teacher.features(px)[1] if teacher else {}
         student.train()
-    cfg = _resolve_layers(cfg, student, teacher, s_feats, t_feats)
+    cfg = method.resolve_layers(cfg, student, teacher, s_feats, t_feats)
     extras = method.extras(s_feats, t_feats, cfg).to(device)
     return cfg, (ds, x, y, student, teacher, extras, method, device)
 
@@ -482,7 +452,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                                  augment=AUGMENT[cfg.dataset] if cfg.augment else None, seed=cfg.seed)
     # Teacher logits depend only on the image when nothing is augmented: compute them once.
     cached_t = None
-    if teacher is not None and not cfg.augment:
+    if teacher is not None and not cfg.augment and not method.teacher_changes:
         cached_t = predict_logits(teacher, x, cfg.dataset, device)
     total = sum(s.epochs for s in stages) * len(batches)
     if cfg.max_steps:
@@ -531,22 +501,12 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 sums.zero_()
                 n_log = 0
 
-            for idx, xb, yb in batches:
+            for i, (idx, xb, yb) in enumerate(batches):
                 if should_stop and should_stop():
                     stopped = True
                     break
-                if stage.needs_features:
-                    s_logits, s_feats = student.features(xb)
-                else:
-                    s_logits, s_feats = student(xb), {}
-                t_logits, t_feats = None, {}
-                if stage.needs_teacher:
-                    if cached_t is not None and not stage.needs_features:
-                        t_logits = cached_t[idx]
-                    else:
-                        with torch.no_grad():
-                            t_logits, t_feats = teacher.features(xb)
-                st = methods.Step(yb, s_logits, s_feats, t_logits, t_feats, extras)
+                st = method.forward(cfg, stage, student, teacher, xb, yb, None if cached_t is None else cached_t[idx])
+                st.extras, st.epoch = extras, epoch - 1 + (i + 1) / len(batches)
                 parts = torch.stack([methods.TERMS[t].fn(st, cfg) for t in stage.weights])
                 loss = (parts * torch.tensor(list(stage.weights.values()), device=device)).sum()
                 opt.zero_grad(set_to_none=True)
@@ -555,8 +515,9 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 sched.step()
                 if hasattr(student, "apply_max_norm"):
                     student.apply_max_norm()
+                method.after_step(cfg, student, teacher, step + 1)
                 sums += torch.cat([parts.detach(), loss.detach()[None]])
-                correct += (s_logits.argmax(1) == yb).sum()
+                correct += (st.s_logits.argmax(1) == yb).sum()
                 seen += len(yb)
                 n_log += 1
                 step += 1
@@ -570,8 +531,9 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 break  # stopped between epochs: the last evaluation and checkpoint stand
             logits = predict_logits(student, ds.test_x, ds.name, device)
             metrics = test_metrics(logits, ds.test_y, cfg)
+            inner = method.epoch_metrics(student, teacher, lambda m: evaluate(m, ds, device, cfg))
             row = {"kind": "epoch", "stage": stage.name, "epoch": epoch, "step": step,
-                   "train_acc": float(correct) / max(seen, 1), **metrics, "time_s": time.time() - t0}
+                   "train_acc": float(correct) / max(seen, 1), **metrics, **inner, "time_s": time.time() - t0}
             emit(row)
             store.save_model(run_id, *method.checkpoint(student, extras))
             store.save_blob(run_id, RESUME_FILE, {
@@ -587,7 +549,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                "train_acc": row["train_acc"], "steps": step, "train_time_s": time.time() - t0,
                "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device),
                "machine": f"{platform.node()} ({torch.get_num_threads()} threads)", "data_source": ds.source,
-               "train_images": len(y), **method.summary(student, lambda m: evaluate(m, ds, device, cfg))}
+               "train_images": len(y), **inner, **method.summary(student, lambda m: evaluate(m, ds, device, cfg))}
     status = "cancelled" if stopped else "done"
     if logits is not None:  # None: resumed and stopped before another evaluation
         store.write_array(run_id, logits_file(ds), logits.cpu().numpy())
@@ -651,14 +613,16 @@ def resume_task(ctx, run_id: str) -> dict:
 
 def train_all(cfg: TrainConfig, store: RunStore | None = None, on_row=None, should_stop=None,
               on_run: Callable[[TrainConfig, int, int], str | None] | None = None) -> list[Result]:
-    """Train every run a method needs (one for most; one per generation for born-again).
+    """Train every run a method needs (one for most; one per generation for born-again; the
+    assistant, then the student, for TAKD).
 
     ``on_run(cfg, index, count)`` is called before each run and may return a
     pre-created run id (the job manager's). Stops after a run that did not finish.
     """
     validate(cfg)
     method = methods.get(cfg.method)
-    plan, count, results = method.runs(cfg), method.run_count(cfg), []
+    store = store or RunStore()
+    plan, count, results = method.runs(cfg, store), method.run_count(cfg), []
     run_cfg = next(plan)
     while True:
         run_id = on_run(run_cfg, len(results), count) if on_run else None

@@ -17,7 +17,8 @@ PROGRESS_EVERY_S = 1.0
 CURVES_EVERY_S = 3.0
 ATTENTION = ("pages/attention.py", "Attention", ":material/visibility:")
 RUN_PAGES = {"fitnet": [("pages/hints.py", "Hints (FitNets)", ":material/explore:")], "at": [ATTENTION],
-             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")]}
+             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")],
+             "at_grad": [ATTENTION], "byot": [ATTENTION]}
 
 
 def duration(seconds: float) -> str:

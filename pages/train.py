@@ -21,9 +21,6 @@ BETA_HELP = ("Applied to each layer pair's mean squared difference of normalised
              "about 3 times the label loss and the student learns worse than a plain one, so 100 here.")
 METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "") for m in methods.METHODS.values())
 LIM = train.LIMITS  # every number field is bounded: what it shows is what the job uses
-# Settings only some methods have: config field -> (label, default, step).
-METHOD_FIELDS = {"dml": {"cohort": ("Students in the cohort", 2, 1)},
-                 "bornagain": {"generations": ("Generations after generation 0", 2, 1)}}
 
 st.title("Training lab")
 st.caption("Jobs train in the background, in their own process: the curves update live and every other page "
@@ -90,8 +87,11 @@ with left:
     if len(m.stages(train.TrainConfig())) > 1:
         kw["hint_epochs"] = c1.number_input("First-stage epochs (hint / FSP)", *LIM["hint_epochs"], 1, step=1,
                                             key="train_hint_epochs")
-    for name, (label, default, step) in METHOD_FIELDS.get(method, {}).items():
-        kw[name] = c1.number_input(label, *LIM[name], default, step=step, key=f"train_{name}")
+    for name, (label, step) in m.settings.items():  # the settings only this method has
+        default = getattr(train.TrainConfig(), name)
+        kw[name] = (st.checkbox(label, value=default, key=f"train_{name}") if isinstance(default, bool) else
+                    c1.number_input(label, *{**LIM, **m.limits}.get(name, (None, None)), default, step=step,
+                                    format=None if step >= 0.01 else "%.4f", key=f"train_{name}"))
     quick = st.checkbox("Quick demo: train on a subset", value=p["subset"] is not None, key=f"quick_{ds}",
                         help="Trains in seconds on a CPU; accuracy is lower than with all images.")
     subset = quick and st.number_input("Training images", 64, data.TRAIN_SIZES[ds], p["subset"] or 2000, step=1000,

@@ -26,6 +26,12 @@ METHOD_COLORS = {
     "dml": "#e377c2",
     "bornagain": "#17becf",
     "ensemble": "#bcbd22",
+    "dkd": "#6b6ecf",  # issue 19's methods: darker tones of the Category20b palette, near their relatives
+    "takd": "#393b79",
+    "darkrank": "#bd9e39",
+    "at_grad": "#ad494a",
+    "byot": "#8ca252",
+    "meanteacher": "#a55194",
 }
 DIVERGING = "RdBu_r"  # signed maps (attributions, differences), always centred at zero
 SEQUENTIAL = "Viridis"  # non-negative maps (attention, probabilities)
