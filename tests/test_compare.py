@@ -230,3 +230,15 @@ def test_page_queues_a_group_of_jobs(app, tiny_store):
             mgr.cancel(j.id)
         for j in jobs:
             mgr.wait(j.id, timeout=60)
+
+
+def test_a_method_below_plain_says_so_with_its_reasons():
+    """Issue 16: never silence beside a method that did worse than the plain student."""
+    one_epoch = {"dataset": "mnist", "epochs": 1, "method": "rkd"}
+    far = compare._note("rkd", 0.975, 0.979, 0.0004, 0.001, one_epoch)
+    assert far.startswith("below the plain student: only 1 epoch; ") and "Tian et al. 2020" in far
+    near = compare._note("rkd", 0.9783, 0.9793, 0.0004, 0.0011, one_epoch)
+    assert near.startswith("below plain, within the spread of the seeds")
+    assert compare._note("kd", 0.985, 0.979, 0.0004, 0.001, {"epochs": 1}) == ""
+    fsp = compare._note("fsp", 0.9, 0.979, 0.0, 0.0, {"dataset": "mnist", "epochs": 10, "train_subset": 5000})
+    assert fsp == "below the plain student: trained on 5,000 of 60,000 images"  # FSP has no caveat of its own
