@@ -35,7 +35,7 @@ def test_plan_queues_every_method_and_seed_as_one_group(tiny_store):
 
 @pytest.mark.parametrize("teacher,student,kept,reason", [
     ("cnn_teacher", "cnn_xs", ["plain", "kd", "fitnet", "at", "kd_at"], "FSP needs matching channels"),
-    ("mlp_teacher", "mlp800", ["plain", "kd", "fitnet"], "MLPs have none"),
+    ("mlp_teacher", "mlp800", ["plain", "kd", "fitnet"], "is an MLP (it has none)"),
     ("cnn_teacher", "mlp30", ["plain", "kd"], "both be feature maps"),  # an MLP's hidden vector vs a conv hint map
 ])
 def test_plan_leaves_out_methods_the_models_cannot_run(tiny_store, teacher, student, kept, reason):
@@ -215,7 +215,7 @@ def test_page_queues_a_group_of_jobs(app, tiny_store):
     teacher.set_value(tiny_store.runs["mlp_teacher"]).run()
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
-    assert "Attention transfer is left out" in warnings and "MLPs have none" in warnings
+    assert "Attention transfer is left out" in warnings and "is an MLP (it has none)" in warnings
     button = next(b for b in at.button if b.label.startswith("Queue "))
     assert button.label == "Queue 3 runs"  # plain, KD, FitNets for an MLP student
     button.click().run()
