@@ -5,7 +5,10 @@ A method is a list of stages; each stage is a weighted sum of loss *terms*
 then train on labels or soft targets; combinations such as KD+AT are stages with
 more terms. Beyond the loss, a method may say how its student and teacher are
 built (a cohort for mutual learning, an ensemble of teachers) and which runs it
-needs (born-again networks train generation after generation).
+needs (born-again networks train generation after generation). Each method also
+says where it sits on the map of distillation (the Map page): the forms of
+knowledge it transfers (response/logit, feature and relation-based as in Gou et
+al., "Knowledge Distillation: A Survey", IJCV 2021, §2) and its learning modes.
 """
 from __future__ import annotations
 
@@ -70,6 +73,11 @@ class Stage:
         return any(TERMS[t].teacher for t in self.weights)
 
 
+# The map's axes: what is transferred, and how teacher and student learn.
+KNOWLEDGE_FORMS = ("logit", "feature", "parameter", "relational", "graph")
+LEARNING_MODES = ("offline", "online", "self", "data-free", "multi-teacher", "privileged")
+
+
 class Method:
     """Base: a plain student trained on hard labels only."""
     name = "plain"
@@ -77,6 +85,9 @@ class Method:
     paper = ""
     about = "Cross-entropy on the true labels only: the baseline every method is measured against."
     needs_teacher = False
+    knowledge: tuple[str, ...] = ()  # forms of KNOWLEDGE_FORMS it transfers; () = not on the map
+    modes: tuple[str, ...] = ()  # LEARNING_MODES it belongs to
+    page = ""  # the page that runs and shows it, when the Training lab cannot (e.g. "pages/datafree.py")
 
     def stages(self, cfg) -> list[Stage]:
         return [Stage("train", cfg.epochs, {"ce": 1.0})]
@@ -90,7 +101,7 @@ class Method:
         return nn.ModuleDict()
 
     def build_student(self, cfg, shape, num_classes) -> models.TapModel:
-        return models.build(cfg.model, shape, num_classes)
+        return models.build(models.with_view(cfg.model, cfg.view), shape, num_classes)
 
     def build_teacher(self, cfg, load: Callable[[str], models.TapModel]) -> models.TapModel | None:
         return load(cfg.teacher) if self.needs_teacher else None
@@ -133,6 +144,7 @@ class KD(Method):
     name = "kd"
     label = "KD (soft targets)"
     paper = "Hinton, Vinyals & Dean 2015"
+    knowledge, modes = ("logit",), ("offline",)
     about = ("The student matches the teacher's probabilities softened at temperature T, plus the true "
              "labels at weight 1 − alpha. The soft targets carry how similar the classes look to the teacher.")
     needs_teacher = True
@@ -146,6 +158,7 @@ class FitNets(Method):
     name = "fitnet"
     label = "FitNets (hint, then KD)"
     paper = "Romero et al. 2015"
+    knowledge, modes = ("feature",), ("offline",)
     about = ("Stage 1 trains the student's guided layer, through a small regressor, to reproduce the "
              "teacher's hint layer; stage 2 is ordinary KD from that starting point.")
     needs_teacher = True
@@ -167,6 +180,7 @@ class AT(Method):
     name = "at"
     label = "Attention transfer"
     paper = "Zagoruyko & Komodakis 2017"
+    knowledge, modes = ("feature",), ("offline",)
     about = ("The student's spatial attention maps (where its feature maps are strong) are pulled towards "
              "the teacher's at every stage, weighted by beta, next to the label loss.")
     needs_teacher = True
@@ -183,6 +197,7 @@ class FSP(Method):
     name = "fsp"
     label = "FSP (flow matrices, then labels)"
     paper = "Yim et al. 2017"
+    knowledge, modes = ("relational",), ("offline",)  # relations between layers (Gou et al. 2021, §2.3)
     about = ("The student first learns the teacher's 'flow of solution': Gram matrices between consecutive "
              "feature maps; then it trains on labels. Needs equal channel widths in both networks.")
     needs_teacher = True
@@ -201,6 +216,7 @@ class KDAT(AT):
     name = "kd_at"
     label = "KD + attention transfer"
     paper = "Zagoruyko & Komodakis 2017 (with Hinton 2015)"
+    knowledge = ("logit", "feature")
     about = "Soft targets and attention maps together: the two terms simply add."
 
     def stages(self, cfg):
@@ -212,6 +228,7 @@ class RKD(Method):
     name = "rkd"
     label = "Relational KD (distances and angles)"
     paper = "Park et al. 2019"
+    knowledge, modes = ("relational",), ("offline",)
     about = ("Instead of copying outputs, the student copies the *relations* between the examples of a batch: "
              "how far apart their embeddings are (weight 25) and the angles they form (weight 50).")
     needs_teacher = True
@@ -229,6 +246,7 @@ class Mutual(Method):
     name = "dml"
     label = "Deep mutual learning (no teacher)"
     paper = "Zhang et al. 2018"
+    knowledge, modes = ("logit",), ("online",)
     about = ("A cohort of students learns together with no pretrained teacher: each one trains on the labels "
              "and on its peers' predictions. The run reports student 1; the summary lists the whole cohort.")
 
@@ -250,6 +268,7 @@ class EnsembleKD(KD):
     name = "ensemble"
     label = "KD from an ensemble of teachers"
     paper = "Hinton, Vinyals & Dean 2015 §1"
+    modes = ("multi-teacher",)
     about = ("The soft targets are the (weighted) average of several teachers' softened distributions; "
              "an ensemble usually knows more than its best member.")
 
@@ -267,6 +286,7 @@ class BornAgain(KD):
     name = "bornagain"
     label = "Born-again networks (self-distillation)"
     paper = "Furlanello et al. 2018"
+    modes = ("self",)
     about = ("The teacher has the student's own architecture: generation k+1 distils from generation k. "
              "Generation 0 is a plain network (or the teacher run you pick, if it has the same architecture).")
     needs_teacher = False
@@ -281,3 +301,30 @@ class BornAgain(KD):
 
     def run_count(self, cfg):
         return cfg.generations + (0 if cfg.teacher else 1)
+
+
+@register
+class DataFree(KD):
+    name = "datafree"
+    label = "Data-free KD (DeepInversion)"
+    paper = "Yin et al. 2020"
+    about = ("No training images at all: images are synthesised from the teacher alone (its BatchNorm "
+             "statistics and its predictions), and the student learns only from the teacher's soft targets "
+             "on them. Made by a data-free job, which stores the images with the student run.")
+    modes = ("data-free",)
+    page = "pages/datafree.py"
+
+    def stages(self, cfg):
+        return [Stage("KD on synthetic images", cfg.epochs, {"kd": 1.0})]  # no labels exist: soft targets only
+
+
+@register
+class Privileged(KD):
+    name = "privileged"
+    label = "Privileged KD (generalised distillation)"
+    paper = "Lopez-Paz et al. 2016"
+    about = ("The teacher learned from what the student will never see (the clean image); the student sees "
+             "only a degraded view (the run's view) and learns from the teacher's soft targets on the clean "
+             "image of the same example.")
+    modes = ("privileged",)
+    page = "pages/privileged.py"

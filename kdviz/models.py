@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import views
+
 MODELS: dict[str, Callable[..., "TapModel"]] = {}
 
 
@@ -29,12 +31,19 @@ def register(name: str):
 
 
 def build(name: str, in_shape=(1, 28, 28), num_classes: int = 10) -> "TapModel":
-    """Build a registered model for inputs of shape ``(C, H, W)``."""
+    """Build a registered model for inputs of shape ``(C, H, W)``; ``"<model>@<view>"``
+    builds it behind a degraded view (``Viewed``)."""
+    name, _, view = name.partition("@")
     if name not in MODELS:
         raise ValueError(f"model: unknown architecture {name!r}; choose one of {', '.join(MODELS)}")
     model = MODELS[name](in_shape=tuple(in_shape), num_classes=num_classes)
     model.arch = name
-    return model
+    return Viewed(model, view) if view else model
+
+
+def with_view(arch: str, view: str) -> str:
+    """The architecture name of ``arch`` seeing only ``view`` (unchanged when ``view`` is empty)."""
+    return f"{arch}@{view}" if view else arch
 
 
 def param_count(model: nn.Module) -> int:
@@ -303,6 +312,31 @@ class Cohort(TapModel):
         for k, z in enumerate(outs):
             taps[f"member{k}"] = z
         return outs[0]
+
+
+class Viewed(TapModel):
+    """A model that sees only a degraded view of its input (``kdviz.views``): the view is
+    its first operation, so training, evaluation, feature taps and a reloaded checkpoint
+    (arch ``"<model>@<view>"``) all see the same thing. Parameters are the inner model's."""
+
+    def __init__(self, net: TapModel, view: str):
+        super().__init__()
+        self.view = views.get(view)
+        self.net = net
+        self.arch = with_view(net.arch, view)
+        self.in_shape, self.kind = net.in_shape, net.kind
+        self.hint_layer, self.embedding_layer = net.hint_layer, net.embedding_layer
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.net.head
+
+    def _forward(self, x, taps):
+        return self.net._forward(self.view.apply(x, self.training), taps)
+
+    def apply_max_norm(self):
+        if hasattr(self.net, "apply_max_norm"):
+            self.net.apply_max_norm()
 
 
 def describe() -> list[dict]:

@@ -2,7 +2,8 @@
 
 ``runs/<id>/`` holds ``config.json``, ``status.json`` (status, pid, reason),
 ``metrics.jsonl`` (appended as training goes), ``model.pt`` (state dict plus
-what rebuilds the model) and ``summary.json`` (final metrics). Read-only
+what rebuilds the model), ``summary.json`` (final metrics) and, for a run that
+made its own training images (data-free distillation), ``images.pt``. Read-only
 roots (the shipped ``assets/pretrained``) appear as runs named ``<prefix>/<name>``.
 """
 from __future__ import annotations
@@ -212,3 +213,20 @@ class RunStore:
         except Exception as e:  # unpickling, key or shape errors all mean a damaged checkpoint
             raise RunError(f"run {run_id}: model.pt is damaged and cannot be loaded ({type(e).__name__})") from e
         return model.to(device).eval(), payload.get("extras", {})
+
+    # ---------------------------------------------------------------- image sets
+    def save_images(self, run_id: str, **tensors: torch.Tensor) -> None:
+        """Write a run's image set (uint8 images plus per-image tensors) atomically, so a page
+        polling it mid-job reads the previous version or the new one, never half a file."""
+        payload = {k: v.detach().cpu() for k, v in tensors.items()}
+        _atomic_write(self.path(run_id) / "images.pt", lambda f: torch.save(payload, f))
+
+    def images(self, run_id: str) -> dict[str, torch.Tensor]:
+        """The tensors ``save_images`` wrote; RunError when the run has none or they are damaged."""
+        path = self.path(run_id) / "images.pt"
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as e:
+            raise RunError(f"run {run_id} has no image set (images.pt)") from e
+        except Exception as e:  # unpickling or zip errors all mean a damaged file
+            raise RunError(f"run {run_id}: images.pt is damaged ({type(e).__name__})") from e

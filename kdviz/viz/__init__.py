@@ -21,6 +21,8 @@ METHOD_COLORS = {
     "dml": "#e377c2",
     "bornagain": "#17becf",
     "ensemble": "#bcbd22",
+    "datafree": "#aec7e8",
+    "privileged": "#98df8a",
 }
 DIVERGING = "RdBu_r"  # signed maps (attributions, differences), always centred at zero
 SEQUENTIAL = "Viridis"  # non-negative maps (attention, probabilities)
