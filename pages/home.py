@@ -15,4 +15,8 @@ information *dark knowledge*.
 4. **Lab → Compare methods**: KD, FitNets, attention transfer and FSP side by side.
 5. **Inside the student**: hint maps, attention heatmaps and FSP matrices.
 6. **Replay → Hinton's omitted 3**: a student that never saw a 3 still recognises them.
+7. **Beyond the data**: a student taught with no data, a teacher that sees more than its student, and
+   transfer sets that are not the teacher's data.
 """)
+st.page_link("pages/map.py", label="The map of distillation: every method by what it transfers and how it learns",
+             icon=":material/map:")

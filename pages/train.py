@@ -5,6 +5,9 @@ from kdviz import data, jobs, methods, models, train
 from kdviz.viz import training as viz
 from pages import common
 
+if st.query_params.get("method") in methods.METHODS:  # a link from the Map preselects a method (issue 20)
+    st.session_state["train_method"] = st.query_params.pop("method")
+
 # Live-demo defaults per dataset (CPU friendly): a big teacher, a small student, a subset.
 # BatchNorm CNNs need ~200 steps to get going, hence small batches on small subsets.
 PRESETS = {
