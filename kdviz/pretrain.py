@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import cli, compare, data, replay
+from . import cli, compare, data, datafree, privileged, replay, transfer
 from .store import ASSETS, RunStore, write_json
 from .train import TrainConfig, evaluate, resolve_device, train
 
@@ -76,12 +76,29 @@ RECIPES = [
     Recipe("cifar10-resnet20", "train --dataset cifar10 --model resnet20 --epochs 5 --batch-size 32"),
     *[Recipe(f"cifar10-resnet8-{m}", f"distill --teacher pretrained/cifar10-resnet20 --method {m} {_CIFAR_STUDENT} "
                                      f"{_compared('cifar10', m)}") for m in _COMPARED],
+    # issue 20, the "Beyond the data" pages, from the MNIST cnn_l teacher to cnn_s students. Data-free:
+    # DeepInversion images and a student taught on them alone, in one run (images.pt, synthesis.json).
+    # Privileged and transfer sets: the runs of one experiment each, as kdviz.privileged/transfer plan them.
+    Recipe("mnist-datafree", "datafree --teacher pretrained/mnist-cnn_l --student cnn_s"),
+    *[Recipe(f"mnist-privileged-{role}", cli.distill_command(c))
+      for role, c in privileged.configs(privileged.SHIPPED).items()],
+    *[Recipe(f"mnist-transfer-{key}", cli.distill_command(c))
+      for key, c in transfer.configs(transfer.SHIPPED, transfer.SHIPPED_SIZES).items()],
 ]
 
 
 def recipe_config(recipe: Recipe) -> TrainConfig:
     """The TrainConfig that ``python -m kdviz <recipe.command>`` would train."""
     return cli._config(cli.parser().parse_args(shlex.split(recipe.command)))
+
+
+def run_recipe(recipe: Recipe, scratch: RunStore) -> str:
+    """Train one recipe into ``scratch``; its run id. A ``datafree`` recipe first synthesises
+    the images it trains on, into the same run (issue 20)."""
+    args = cli.parser().parse_args(shlex.split(recipe.command))
+    if args.cmd == "datafree":
+        return cli.run_datafree(args, scratch)["run_id"]
+    return train(recipe_config(recipe), scratch, on_row=cli.ProgressBar()).run_id
 
 
 def _half(tensors: dict) -> dict:
@@ -93,12 +110,14 @@ def _note(cfg: TrainConfig, ds: data.Dataset) -> str:
     notes = []
     if ds.is_sample:
         notes.append(f"{data.TITLES[ds.name]} trained on the {len(ds.train_y):,}-image sample")
-    if cfg.train_subset:
+    if cfg.train_subset and not cfg.transfer:
         notes.append(f"trained on {cfg.train_subset:,} of {len(ds.train_y):,} training images (CPU budget)")
     if cfg.omit_classes:
         notes.append(f"transfer set without class {', '.join(map(str, cfg.omit_classes))}")
     if cfg.keep_classes:
         notes.append(f"transfer set of classes {' and '.join(map(str, cfg.keep_classes))} only")
+    if cfg.transfer:  # issue 20
+        notes.append(f"transfer set: {cfg.transfer} images, no labels")
     return "; ".join(notes)
 
 
@@ -111,7 +130,8 @@ def ship(scratch: RunStore, run_id: str, recipe: Recipe, dest: Path) -> dict:
     staging = dest / f".{recipe.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in ("config.json", "metrics.jsonl"):
+    extra = [name for name in ("images.pt", datafree.SYNTHESIS_FILE) if (src / name).exists()]  # issue 20
+    for name in ("config.json", "metrics.jsonl", *extra):
         shutil.copy2(src / name, staging / name)
     payload = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
     half = {**payload, "state_dict": _half(payload["state_dict"]),
@@ -163,8 +183,7 @@ def pretrain(recipes: list[Recipe] = RECIPES, dest: Path = ASSETS, only: list[st
             if only and recipe.name not in only:
                 continue
             print(f"\n== {recipe.name}: python -m kdviz {recipe.command}", flush=True)
-            result = train(recipe_config(recipe), scratch, on_row=cli.ProgressBar())
-            entry = ship(scratch, result.run_id, recipe, dest)
+            entry = ship(scratch, run_recipe(recipe, scratch), recipe, dest)
             print(f"\nshipped {recipe.name}: test acc {entry['metrics']['test_acc']:.4f}", flush=True)
             # Re-read: another `pretrain --only` may have shipped other checkpoints meanwhile.
             entries = {e["name"]: e for e in read_manifest(dest)["checkpoints"]} | {recipe.name: entry}
