@@ -66,3 +66,11 @@ def unplaced(registry: dict[str, methods.Method] | None = None) -> list[Entry]:
     reg = methods.METHODS if registry is None else registry
     return [entry(m) for m in reg.values() if m.name != "plain" and not (
         set(m.knowledge) & set(KNOWLEDGE) and set(m.modes) & set(MODES))]
+
+
+def table(registry: dict[str, methods.Method] | None = None) -> list[dict]:
+    """Every placed method once, with its cells in words, its paper and its idea (the page's legend)."""
+    reg = methods.METHODS if registry is None else registry
+    return [{"method": m.label, "knowledge": ", ".join(KNOWLEDGE[k][0] for k in m.knowledge if k in KNOWLEDGE),
+             "mode": ", ".join(MODES[k][0] for k in m.modes if k in MODES), "paper": m.paper, "idea": idea(m.about)}
+            for m in reg.values() if set(m.knowledge) & set(KNOWLEDGE) and set(m.modes) & set(MODES)]

@@ -4,7 +4,7 @@ import uuid
 
 import streamlit as st
 
-from kdviz import data, datafree, train
+from kdviz import datafree, train
 from kdviz.store import RunError
 from kdviz.viz import beyond as viz
 from pages import common

@@ -36,6 +36,8 @@ for row, (title, about) in kdmap.KNOWLEDGE.items():
     if row in kdmap.EMPTY_NOTES and not any(cells[(row, m)] for m in kdmap.MODES):
         st.caption(kdmap.EMPTY_NOTES[row])
 
+st.subheader("Every method, its paper and its idea")
+st.dataframe(kdmap.table(), hide_index=True, placeholder="—")
 if missing := kdmap.unplaced():
     st.caption("Registered but not yet placed on the map (their classes name no knowledge form or mode): "
                + ", ".join(e.label for e in missing) + ".")

@@ -4,17 +4,14 @@ images and the student), the CLI and the page."""
 import functools
 import math
 import pickle
-import shutil
 import time
 
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kdviz import cli, data, datafree, losses, models, train
+from kdviz import cli, datafree, losses, models, train
 from kdviz.jobs import JobManager
-from kdviz.store import RunStore
 
 from .conftest import ROOT, needs_data
 
@@ -155,13 +152,8 @@ def test_cli_makes_a_run_that_another_student_can_use_as_its_transfer_set(tiny_s
 # ---------------------------------------------------------------- the page
 
 @needs_data
-def test_page_shows_the_gallery_and_starts_a_job(tiny_store, tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    shutil.copytree(tiny_store.root, root)
-    monkeypatch.setenv("KDVIZ_RUNS", str(root))
-    monkeypatch.setattr("kdviz.store.ASSETS", tmp_path / "no_pretrained")
-    st.cache_resource.clear()
-    store = RunStore(root, readonly={})
+def test_page_shows_the_gallery_and_starts_a_job(tiny_store, app_store):
+    store = app_store
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/datafree.py").run()

@@ -102,6 +102,11 @@ def test_map_page_links_every_method_and_says_which_cells_are_empty(registered):
     empty = len(kdmap.MODES) * len(kdmap.KNOWLEDGE) - sum(bool(c) for c in kdmap.grid().values())
     assert captions.count("Not in kdviz.") == empty > 0
     assert any("A method without a place" in c for c in captions)  # unplaced methods are named, not hidden
+    legend = at.dataframe[0].value.set_index("method")
+    assert legend.loc["Relational KD (distances and angles)", "paper"] == "Park et al. 2019"
+    assert legend.loc["KD + attention transfer", "knowledge"] == "Label / logit, Intermediate feature"
+    assert legend.loc["GNN KD (test)", "idea"] == "Distil a graph network's local structure."
+    assert "A method without a place" not in legend.index
 
 
 @needs_data

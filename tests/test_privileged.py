@@ -1,10 +1,8 @@
 """Privileged distillation: degraded views, models that carry their view, the trainer giving the
 teacher the clean image, the two-student experiment, its CLI and its page."""
-import shutil
 import time
 
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -122,14 +120,8 @@ def test_the_experiment_trains_both_students_and_the_cli_prints_the_four_numbers
 # ---------------------------------------------------------------- the page
 
 @needs_data
-def test_page_shows_the_experiment_and_starts_a_new_one(tiny_store, tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    shutil.copytree(tiny_store.root, root)
-    monkeypatch.setenv("KDVIZ_RUNS", str(root))
-    monkeypatch.setattr("kdviz.store.ASSETS", tmp_path / "no_pretrained")
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    store = RunStore(root, readonly={})
+def test_page_shows_the_experiment_and_starts_a_new_one(tiny_store, app_store):
+    store = app_store
     cfg = privileged.PrivilegedConfig(teacher=tiny_store.runs["cnn_teacher"], student="cnn_xs", view="lefthalf",
                                       group="privileged-test", **TINY)
     privileged.run(cli.ForegroundContext(store), cfg)

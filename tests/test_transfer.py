@@ -2,15 +2,13 @@
 have, equal step budgets, the experiment through the CLI, and its page."""
 import dataclasses
 import json
-import shutil
 
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
 from kdviz import cli, data, datafree, pretrain, privileged, train, transfer
-from kdviz.store import RunInfo, RunStore
+from kdviz.store import RunInfo
 
 from .conftest import ROOT, needs_data
 
@@ -114,13 +112,8 @@ def test_cli_runs_the_experiment_and_prints_one_line_per_set(tiny_store, capsys)
 
 
 @needs_data
-def test_page_draws_the_bars_with_the_plain_and_teacher_lines(tiny_store, tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    shutil.copytree(tiny_store.root, root)
-    monkeypatch.setenv("KDVIZ_RUNS", str(root))
-    monkeypatch.setattr("kdviz.store.ASSETS", tmp_path / "no_pretrained")
-    st.cache_resource.clear()
-    store = RunStore(root, readonly={})
+def test_page_draws_the_bars_with_the_plain_and_teacher_lines(tiny_store, app_store):
+    store = app_store
     cfg = transfer.TransferConfig(teacher=tiny_store.runs["cnn_teacher"], student="cnn_xs", images=200, epochs=1,
                                   batch_size=50, group="transfer-test", max_steps=4)
     transfer.run(cli.ForegroundContext(store), cfg)
