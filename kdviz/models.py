@@ -326,6 +326,7 @@ class Viewed(TapModel):
         self.arch = with_view(net.arch, view)
         self.in_shape, self.kind = net.in_shape, net.kind
         self.hint_layer, self.embedding_layer = net.hint_layer, net.embedding_layer
+        self.train(net.training)  # wrapping a model in eval mode (a loaded teacher) must not switch it to training
 
     @property
     def head(self) -> nn.Linear:

@@ -174,8 +174,8 @@ def test_page_shows_the_gallery_and_starts_a_job(tiny_store, app_store):
         at.run()
     at.run()
     assert not at.exception, at.exception
-    galleries = [el for el in at.get("imgs")]
+    galleries = at.get("image")
     assert len(galleries) == 10  # one row of images per class
-    assert all("%" in img.caption for img in galleries[0].proto.imgs)
+    assert galleries[3].captions[0].startswith("3: ") and galleries[3].captions[0].endswith(" %")  # with confidence
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Student accuracy on real MNIST test"].endswith("%")

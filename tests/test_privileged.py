@@ -56,6 +56,9 @@ def test_a_viewed_model_sees_the_view_and_survives_a_save(store):
     store.save_model(run_id, net)
     loaded, _ = store.load_model(run_id)
     assert isinstance(loaded, models.Viewed) and torch.equal(loaded(x), net(x))
+    teacher = models.build("cnn_xs").eval()
+    train.predict_logits(models.Viewed(teacher, "lowres7"), torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "mnist")
+    assert not teacher.training  # viewing a loaded (eval) model leaves it in eval mode
 
 
 # ---------------------------------------------------------------- validation and training
