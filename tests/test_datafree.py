@@ -167,7 +167,7 @@ def test_page_shows_the_gallery_and_starts_a_job(tiny_store, app_store):
     at.selectbox(key="df_student").set_value("cnn_xs")
     at.button(key="df_start").click().run()
     assert not at.exception, at.exception
-    deadline = time.time() + 180
+    deadline = time.time() + 600
     while not [r for r in store.list() if r.config.get("method") == "datafree" and r.status == "done"]:
         assert time.time() < deadline, "the job did not finish"
         time.sleep(1)

@@ -128,7 +128,7 @@ def test_page_shows_the_experiment_and_starts_a_new_one(tiny_store, app_store):
     cfg = privileged.PrivilegedConfig(teacher=tiny_store.runs["cnn_teacher"], student="cnn_xs", view="lefthalf",
                                       group="privileged-test", **TINY)
     privileged.run(cli.ForegroundContext(store), cfg)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)  # the page tests the teacher on 2 x 10,000 images
     at.run()
     at.switch_page("pages/privileged.py").run()
     assert not at.exception, at.exception
@@ -144,7 +144,7 @@ def test_page_shows_the_experiment_and_starts_a_new_one(tiny_store, app_store):
     assert not at.exception, at.exception
     new = at.selectbox(key="pi_pick").value
     assert new != "privileged-test" and new.startswith(privileged.GROUP_PREFIX)
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while len([r for r in privileged.experiments(store.list()).get(new, {}).values() if r.status == "done"]) < 2:
         assert time.time() < deadline, "the experiment did not finish"
         time.sleep(1)
