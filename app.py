@@ -2,7 +2,7 @@
 import streamlit as st
 
 from kdviz import data, jobs
-from pages import common
+from pages import common, job_view
 
 
 # How often each tab's sidebar looks at the job list: often while a job runs, and
@@ -28,7 +28,7 @@ def _job_monitor(seen: tuple) -> None:
         st.rerun()  # a job started (perhaps in another tab) or ended: refresh the page's job lists and tables
     active = [v for v in views if v.active]
     for view in reversed(active):  # oldest first: the running one, then the queue
-        common.job_progress(view)
+        job_view.job_progress(view)
     if active:
         st.page_link("pages/train.py", label="Watch in the Training lab", icon=":material/science:")
     else:
@@ -58,7 +58,8 @@ nav = st.navigation({
     "Learn": [st.Page("pages/temperature.py", title="Temperature", icon=":material/device_thermostat:"),
               st.Page("pages/dark_knowledge.py", title="Dark knowledge", icon=":material/dark_mode:")],
     "Lab": [st.Page("pages/train.py", title="Training lab", icon=":material/science:"),
-            st.Page("pages/compare.py", title="Compare methods", icon=":material/leaderboard:")],
+            st.Page("pages/compare.py", title="Compare methods", icon=":material/leaderboard:"),
+            st.Page("pages/sweep.py", title="Sweeps", icon=":material/grid_view:")],
     "Inside the student": [st.Page("pages/hints.py", title="Hints (FitNets)", icon=":material/explore:"),
                            st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
                            st.Page("pages/fsp.py", title="FSP matrices", icon=":material/grid_on:")],

@@ -22,7 +22,18 @@ import torch
 from . import data, methods, metrics, models, train
 from .store import RunError, RunInfo, RunStore
 
-COMPARED = ("plain", "kd", "fitnet", "at", "fsp", "kd_at")
+COMPARED = ("plain", "kd", "fitnet", "at", "fsp", "kd_at")  # the default group
+# Named groups of methods that answer one question each; every method in them fits a one-teacher table
+# (teacher-free ones record the teacher as a baseline, as "plain" does).
+SETS = {
+    "Classic: KD, hints, attention, FSP (2015–2017)": COMPARED,
+    "Logits: KD vs decoupled KD": ("plain", "kd", "dkd"),
+    "Capacity gap: KD vs a teacher assistant": ("plain", "kd", "takd"),
+    "Relations: RKD vs DarkRank rankings": ("plain", "kd", "rkd", "darkrank"),
+    "Attention: activations vs input gradients": ("plain", "at", "at_grad"),
+    "Own teacher: self-distillation and mean teacher": ("plain", "kd", "byot", "meanteacher"),
+}
+ORDER = tuple(dict.fromkeys(m for group in SETS.values() for m in group))  # rows and legends in this order
 GROUP_PREFIX = "compare-"
 LATENCY_BATCHES = (1, 256)
 ECE_BINS = 15
@@ -32,16 +43,18 @@ def new_group_id() -> str:
     return f"{GROUP_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list[train.TrainConfig], list[str]]:
-    """Configs for every compared method that fits teacher ``base.teacher`` and student
+def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1,
+         compared: tuple[str, ...] = COMPARED) -> tuple[list[train.TrainConfig], list[str]]:
+    """Configs for every method of ``compared`` that fits teacher ``base.teacher`` and student
     ``base.model`` (times ``seeds`` seeds, counting up from ``base.seed``), all in one group
     (``base.group``, else a new id; always starting with GROUP_PREFIX), and one note per
     method that does not fit.
 
-    A method fits when the trainer's layer checks pass and every loss term of every
-    stage computes on a probe batch (AT and FSP need conv feature maps, FSP equal
-    channel widths, Yim et al. 2017; a FitNets hint must be reachable from the
-    guided layer), so a method left out is one whose run would fail.
+    A method fits when its runs can be planned (TAKD finds an assistant), its layer
+    checks pass and every loss term of every stage computes on a probe batch (AT and
+    FSP need conv feature maps, FSP equal channel widths, Yim et al. 2017; a FitNets
+    hint must be reachable from the guided layer; BYOT needs a CNN), so a method left
+    out is one whose run would fail.
     """
     group = base.group or new_group_id()
     if not group.startswith(GROUP_PREFIX):
@@ -52,6 +65,7 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     if seeds < 1:
         raise ValueError("seeds: at least one seed per method")
     shape = data.SHAPES[base.dataset]
+    train.check_teacher(store, base.teacher, base.dataset)
     try:
         t_model, _ = store.load_model(base.teacher)
     except RunError as e:
@@ -59,12 +73,11 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     if tuple(t_model.in_shape) != shape:
         raise ValueError(f"teacher: run {base.teacher} was trained on {tuple(t_model.in_shape)} images, "
                          f"not {data.TITLES[base.dataset]} {shape}")
-    s_model = models.build(base.model, shape, len(data.CLASSES[base.dataset])).eval()
     configs, notes = [], []
-    for name in COMPARED:
+    for name in compared:
         cfg = dataclasses.replace(base, method=name)
         try:
-            _probe(cfg, s_model, t_model)
+            _probe(train.validate(cfg), store, t_model)
         except ValueError as e:
             notes.append(f"{methods.get(name).label} is left out ({base.model} ← {t_model.arch}): {e}")
             continue
@@ -77,18 +90,23 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     return configs, notes
 
 
-@torch.no_grad()
-def _probe(cfg: train.TrainConfig, student: models.TapModel, teacher: models.TapModel) -> None:
-    """Compute every loss term of ``cfg.method`` once on two blank images; raises on misfit."""
-    x = torch.zeros(2, *student.in_shape)
-    (s_logits, s_feats), (t_logits, t_feats) = student.features(x), teacher.features(x)
-    cfg = train._resolve_layers(cfg, student, teacher, s_feats, t_feats)
+def _probe(cfg: train.TrainConfig, store: RunStore, teacher: models.TapModel) -> None:
+    """Plan ``cfg``'s runs and compute every loss term of its method once on two blank images,
+    through the method's own hooks, as the trainer would; raises on misfit."""
     method = methods.get(cfg.method)
-    step = methods.Step(torch.zeros(2, dtype=torch.long), s_logits, s_feats, t_logits, t_feats,
-                        method.extras(s_feats, t_feats, cfg))
+    next(method.runs(cfg, store))
+    student = method.build_student(cfg, data.SHAPES[cfg.dataset], len(data.CLASSES[cfg.dataset])).eval()
+    t_model = method.build_teacher(cfg, lambda run_id: teacher, student)
+    x, y = torch.zeros(2, *student.in_shape), torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        s_feats, t_feats = student.features(x)[1], t_model.features(x)[1] if t_model is not None else {}
+    cfg = method.resolve_layers(cfg, student, t_model, s_feats, t_feats)
+    extras = method.extras(s_feats, t_feats, cfg)
     with warnings.catch_warnings():  # a misfit may warn before it raises; the raise is what counts
         warnings.simplefilter("ignore")
         for stage in method.stages(cfg):
+            step = method.forward(cfg, stage, student, t_model, x, y)
+            step.extras = extras
             for term in stage.weights:
                 methods.TERMS[term].fn(step, cfg)
 
@@ -130,9 +148,8 @@ class Comparison:
     reliability: dict[str, dict]  # method -> reliability bins pooled over seeds
 
 
-def load_member(store: RunStore, run_id: str, ds: data.Dataset, device="cpu") -> Member:
-    model, _ = store.load_model(run_id, device)
-    return Member(store.get(run_id), train.predict_logits(model, ds.test_x, ds.name, device).cpu().numpy())
+def load_member(store: RunStore, run_id: str, ds: data.Dataset) -> Member:
+    return Member(store.get(run_id), train.test_logits(store, run_id, ds))
 
 
 def measure_latency(arch: str, dataset: str, device="cpu", **kw) -> dict[int, float]:
@@ -149,9 +166,34 @@ def _params(config: dict) -> int:
 
 
 def _rank(method: str) -> int:
-    """Rows and legends list the teacher, then COMPARED's methods in order, then any others."""
-    order = ("teacher", *COMPARED)
+    """Rows and legends list the teacher, then ORDER's methods in order, then any others."""
+    order = ("teacher", *ORDER)
     return order.index(method) if method in order else len(order)
+
+
+def _epochs(config: dict) -> str:
+    """Epochs as trained: two-stage methods show their first stage too, e.g. "1 hint + 2"."""
+    method = config.get("method", "plain")
+    if method not in methods.METHODS:
+        return str(config.get("epochs", ""))
+    cfg = train.TrainConfig.from_dict(config)
+    stages = methods.get(method).stages(cfg)
+    if len(stages) == 1:
+        return str(stages[0].epochs)
+    return " + ".join(f"{s.epochs} {s.name}" if i < len(stages) - 1 else str(s.epochs) for i, s in enumerate(stages))
+
+
+def _note(method: str, acc: float, plain: float, plain_std, std, config: dict) -> str:
+    """Says, next to the number, when a method did not beat the plain student and why."""
+    if method in ("teacher", "plain") or math.isnan(plain):
+        return ""
+    noise = max(float(np.nan_to_num(plain_std)), float(np.nan_to_num(std)))
+    if acc < plain - noise:
+        why = caveats(config)
+        return "below the plain student" + (f": {'; '.join(why)}" if why else "")
+    if acc < plain:
+        return "below plain, within the spread of the seeds"
+    return ""
 
 
 def label(method: str, arch: str = "") -> str:
@@ -173,6 +215,8 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
         "kl": metrics.kl_divergence(teacher.logits, m.logits, T=1.0),
         "ece": metrics.ece(m.logits, labels, ECE_BINS),
         "train_time_s": m.run.summary.get("train_time_s", math.nan),
+        "machine": m.run.summary.get("machine") or m.run.summary.get("device"),
+        "epochs": _epochs(m.run.config),
     } for key, m in members])
     order = sorted(set(runs.method), key=lambda m: (_rank(m), m))
     by = runs.groupby("method", sort=False)
@@ -180,21 +224,26 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
     plain = mean.test_acc.get("plain", math.nan)
     latency = latency or {}
     model_of = by.model.first().reindex(order)
+    std = by.test_acc.std().reindex(order)  # sample std over seeds
+    configs = {key: m.run.config for key, m in members}
+    same_machine = runs.machine.nunique(dropna=False) <= 1  # train times compare only when from one machine
     table = pd.DataFrame({
         "method": [label(k, model_of[k]) for k in order],
         "model": model_of.values,
         "params": by.params.first().reindex(order).values,
         "seeds": by.size().reindex(order).values,
+        "epochs": by.epochs.first().reindex(order).values,
         "test acc (%)": 100 * mean.test_acc.values,
-        "± std (pp)": 100 * by.test_acc.std().reindex(order).values,  # sample std over seeds
+        "± std (pp)": 100 * std.values,
         "Δ vs plain (pp)": 100 * (mean.test_acc.values - plain),
         "Δ vs teacher (pp)": 100 * (mean.test_acc.values - mean.test_acc["teacher"]),
         "agreement with teacher (%)": 100 * mean.agreement.values,
         "KL(teacher‖student), T=1 (nats)": mean.kl.values,
         f"ECE, {ECE_BINS} bins (%)": 100 * mean.ece.values,
-        "train time (s)": mean.train_time_s.values,
+        "train time (s)": mean.train_time_s.values if same_machine else math.nan,
         **{f"latency, batch {b} (ms/image)": [1000 * latency.get(a, {}).get(b, math.nan) for a in model_of]
            for b in LATENCY_BATCHES},
+        "note": [_note(k, mean.test_acc[k], plain, std.get("plain"), std[k], configs[k]) for k in order],
     })
     per_class = pd.DataFrame(
         [100 * np.mean([metrics.per_class_accuracy(m.logits, labels, len(classes))
@@ -209,7 +258,7 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
 def evaluate_runs(store: RunStore, teacher: str, run_ids: list[str], ds: data.Dataset, device="cpu") -> Comparison:
     """``evaluate`` straight from the store, timing each architecture on ``device`` (the CLI's
     path; the app caches logits and latency across reruns instead)."""
-    members = [load_member(store, run_id, ds, device) for run_id in [teacher, *run_ids]]
+    members = [load_member(store, run_id, ds) for run_id in [teacher, *run_ids]]
     archs = {m.run.config["model"] for m in members}
     latency = {arch: measure_latency(arch, ds.name, device) for arch in archs}
     return evaluate(members[0], members[1:], ds.test_y.numpy(), ds.classes, latency)
@@ -262,6 +311,46 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def takd_chains(store: RunStore, runs: list[RunInfo]) -> pd.DataFrame:
+    """TAKD's capacity ladder (Mirzadeh et al. 2020): for every TAKD student among ``runs``, the test
+    accuracy of its teacher, its assistant and itself, beside the mean of the plain KD students of the
+    same architecture and teacher among ``runs`` (NaN when there is none). One row per TAKD run."""
+    rows = []
+    for r in runs:
+        c = r.config
+        if c.get("method") != "takd" or not c.get("assistant_run"):
+            continue
+        try:
+            teacher, assistant = store.get(c["teacher"]), store.get(c["assistant_run"])
+        except RunError:
+            continue  # a deleted teacher or assistant: no chain to draw
+        direct = [o.summary["test_acc"] for o in runs if o.config.get("method") == "kd" and "test_acc" in o.summary
+                  and o.config.get("teacher") == c["teacher"] and o.config.get("model") == c.get("model")]
+        rows.append({"run": r.id, "teacher": teacher.config.get("model"), "assistant": assistant.config.get("model"),
+                     "student": c.get("model"), "teacher acc (%)": 100 * teacher.summary.get("test_acc", math.nan),
+                     "assistant acc (%)": 100 * assistant.summary.get("test_acc", math.nan),
+                     "student acc (%)": 100 * r.summary.get("test_acc", math.nan),
+                     "direct KD acc (%)": 100 * float(np.mean(direct)) if direct else math.nan})
+    return pd.DataFrame(rows, columns=["run", "teacher", "assistant", "student", "teacher acc (%)",
+                                       "assistant acc (%)", "student acc (%)", "direct KD acc (%)"])
+
+
+def inner_accuracies(runs: list[RunInfo]) -> pd.DataFrame:
+    """Accuracies a run measures besides its own: every BYOT exit, a mean teacher's moving average.
+    Long form: one row per run and model part, in the order the run logged them, the run itself last."""
+    rows = []
+    for r in runs:
+        parts = [(k.removesuffix("_test_acc"), v) for k, v in r.summary.items()
+                 if k.endswith("_test_acc") and k != "fp32_test_acc" and isinstance(v, (int, float))]
+        if parts and "test_acc" in r.summary:
+            final = "deepest exit (the network)" if r.config.get("method") == "byot" else "student"
+            named = [(part.replace("exit", "exit ").replace("teacher", "EMA teacher"), acc) for part, acc in parts]
+            for part, acc in [*named, (final, r.summary["test_acc"])]:
+                rows.append({"run": r.id, "method": r.config.get("method", "plain"), "part": part,
+                             "test accuracy (%)": 100 * acc})
+    return pd.DataFrame(rows, columns=["run", "method", "part", "test accuracy (%)"])
+
+
 def teacher_free(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs that do not fit a one-teacher table: deep mutual learning cohorts (one row
     per student) and born-again generations (test accuracy by generation, per group)."""
@@ -273,3 +362,37 @@ def teacher_free(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
                    for r in runs if r.config.get("generation") is not None and "test_acc" in r.summary]
     frame = pd.DataFrame(generations, columns=["group", "generation", "run", "test accuracy (%)"])
     return pd.DataFrame(cohorts), frame.sort_values(["group", "generation"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- saying what a result means
+
+def caveats(config: dict) -> list[str]:
+    """What, in a run's config, can keep a method from helping: the short-run reasons a
+    class should hear before concluding that a method does not work."""
+    notes = []
+    full = data.TRAIN_SIZES.get(config.get("dataset", "mnist"), 0)
+    if config.get("train_subset") and config["train_subset"] < full:
+        notes.append(f"trained on {config['train_subset']:,} of {full:,} images")
+    if config.get("epochs", 0) < 5:
+        notes.append(f"only {config.get('epochs')} epoch{'s' if config.get('epochs') != 1 else ''}")
+    if config.get("method") in ("at", "kd_at") and config.get("beta") == train.TrainConfig.beta:
+        notes.append("β = 1000 is the paper's weight for CIFAR ResNets, not tuned for this pair")
+    return notes
+
+
+def lesson_sentence(student: dict, twin: dict, teacher: dict | None, config: dict) -> str:
+    """One line on a student beside its plain twin (and teacher): did distillation help, by how
+    much, and if it did not, the likely reasons. Summaries hold ``test_acc`` and ``test_errors``."""
+    name = methods.get(config.get("method", "kd")).label
+    gained = twin["test_errors"] - student["test_errors"]
+    if gained > 0:
+        text = (f"**Distillation helped:** the {name} student made {gained:,} fewer test errors than its plain twin "
+                f"({100 * student['test_acc']:.2f} % against {100 * twin['test_acc']:.2f} %)")
+        if teacher and teacher["test_acc"] > twin["test_acc"]:
+            share = (student["test_acc"] - twin["test_acc"]) / (teacher["test_acc"] - twin["test_acc"])
+            text += f", closing {100 * share:.0f} % of the gap to the teacher"
+        return text + "."
+    why = caveats(config)
+    return (f"**The {name} student did {'no better' if gained == 0 else 'worse'} than its plain twin** "
+            f"({100 * student['test_acc']:.2f} % against {100 * twin['test_acc']:.2f} %). "
+            + (f"Likely why: {'; '.join(why)}." if why else "One seed only: such a difference can be noise."))

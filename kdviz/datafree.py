@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data, losses, models, train
-from .store import RunError, RunStore, write_json
+from .store import RunError, RunStore, has_type, write_json
 
 SYNTHESIS_FILE = "synthesis.json"
 # The student's defaults for the CLI and the page, measured with bench/datafree.py: a few hundred
@@ -155,7 +155,7 @@ def synthesise(teacher: models.TapModel, cfg: SynthesisConfig, dataset: str, dev
         parts = done + list(extra)
         n = sum(len(p[0]) for p in parts)
         return {"images": torch.cat([p[0] for p in parts]).cpu(), "targets": targets[:n].clone(),
-                "confidence": torch.cat([p[1] for p in parts]).float().cpu(), "progress": torch.tensor([step, total])}
+                "confidence": torch.cat([p[1] for p in parts]).float().cpu()}
 
     with BatchNormStatistics(teacher) as bn:
         for b, start in enumerate(starts):
@@ -244,7 +244,7 @@ def run(ctx, synthesis: SynthesisConfig, student: train.TrainConfig) -> dict:
                 "config": synthesis.to_dict(), "images": len(images["targets"]), "time_s": seconds,
                 "mean_confidence": float(images["confidence"].mean())})
     except BaseException as e:
-        store.finish(run_id, "failed", reason=(str(e).splitlines() or [type(e).__name__])[0])
+        train.record_failure(store, run_id, e)
         raise
     if images is None:
         store.finish(run_id, "cancelled", reason="cancelled by the user while the images were synthesised")
@@ -257,11 +257,14 @@ def run(ctx, synthesis: SynthesisConfig, student: train.TrainConfig) -> dict:
 # ---------------------------------------------------------------- reading a data-free run
 
 def synthesis_info(store: RunStore, run_id: str) -> dict:
-    """What ``synthesis.json`` records (settings, images, time); {} while the images still form."""
+    """What ``synthesis.json`` records (settings, images, time); {} while the images still form,
+    or when the file is unreadable or not what ``run`` wrote (pages read it without checking)."""
     try:
-        return json.loads((store.path(run_id) / SYNTHESIS_FILE).read_text())
+        info = json.loads((store.path(run_id) / SYNTHESIS_FILE).read_text())
     except (OSError, ValueError, RunError):  # not written yet, unreadable or not JSON
         return {}
+    typed = isinstance(info, dict) and has_type(info.get("images"), int) and has_type(info.get("time_s"), float)
+    return info if typed else {}
 
 
 def gallery(images: dict[str, torch.Tensor], per_class: int = 8) -> list[tuple[int, list[np.ndarray], list[float]]]:

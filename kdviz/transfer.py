@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import data
 from .store import RunError, RunInfo, RunStore
-from .train import TrainConfig
+from .train import TrainConfig, validate
 
 GROUP_PREFIX = "transfer-"
 LABEL_PREFIX = "Transfer set · "
@@ -84,9 +84,11 @@ def sizes(cfg: TransferConfig, store: RunStore) -> dict[str, int]:
 
 def configs(cfg: TransferConfig, sizes: dict[str, int]) -> dict[str, TrainConfig]:
     """The plain student (MNIST labels; the baseline line) and one distilled student per transfer
-    set; ``sizes`` (see ``sizes``) gives the small sets as many steps as the others."""
+    set, checked (ValueError naming the field); ``sizes`` (see ``sizes``) gives the small sets as
+    many steps as the others."""
     common = dict(dataset="mnist", model=cfg.student, teacher=cfg.teacher, batch_size=cfg.batch_size, lr=cfg.lr,
-                  seed=cfg.seed, exclude_offline_sample=cfg.exclude_offline_sample, device=cfg.device, data_root=cfg.data_root, group=cfg.group, max_steps=cfg.max_steps)
+                  seed=cfg.seed, exclude_offline_sample=cfg.exclude_offline_sample, device=cfg.device,
+                  data_root=cfg.data_root, group=cfg.group, max_steps=cfg.max_steps)
     distil = dict(method="kd", T=cfg.T, alpha=1.0, **common)
     runs = {
         "plain": TrainConfig(method="plain", epochs=cfg.epochs, train_subset=cfg.images,
@@ -101,7 +103,7 @@ def configs(cfg: TransferConfig, sizes: dict[str, int]) -> dict[str, TrainConfig
     for key in ("fashion_mnist", "noise"):
         runs[key] = TrainConfig(epochs=cfg.epochs, train_subset=cfg.images, transfer=key,
                                 label=LABEL_PREFIX + SETS[key], **distil)
-    return runs
+    return {key: validate(c) for key, c in runs.items()}
 
 
 def run(ctx, cfg: TransferConfig) -> dict:

@@ -5,10 +5,12 @@ computed in ``kdviz`` and cached here once per process.
 """
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 import torch
 
-from kdviz import data, jobs, models, train
+from kdviz import data, jobs, methods, models, train
 from kdviz.store import RunError, RunStore
 
 # A folder named pages/ beside app.py makes Streamlit start each process in its
@@ -70,9 +72,7 @@ def load_model(run_id: str):
 
 @st.cache_data(show_spinner="Computing test-set logits…", max_entries=32)
 def _test_logits(run_id: str, dataset_name: str, mtime: float):
-    model, _ = load_model(run_id)
-    ds = _load_dataset(dataset_name)
-    return train.predict_logits(model, ds.test_x, dataset_name).numpy()
+    return train.test_logits(store(), run_id, _load_dataset(dataset_name))
 
 
 def test_logits(run_id: str, dataset_name: str):
@@ -96,14 +96,36 @@ def finished_runs(dataset_name: str | None = None, kinds: tuple[str, ...] | None
     return runs
 
 
+def accuracy(run) -> float:
+    return run.summary.get("test_acc") or 0.0
+
+
+def run_label(run) -> str:
+    """What a picker shows: test accuracy, architecture, method (and status unless done), then the id."""
+    c = run.config
+    method = methods.METHODS[c["method"]].label if c.get("method") in methods.METHODS else c.get("method", "?")
+    if c.get("method", "plain") == "plain" and not c.get("teacher"):
+        method = "trained on labels"
+    acc = f"{100 * run.summary['test_acc']:.2f} %" if "test_acc" in run.summary else "no accuracy"
+    status = "" if run.status == "done" else f" · {run.status}"
+    return f"{acc} · {c.get('model', '?')} · {method}{status} · {run.id}"  # what matters first: narrow boxes cut the end
+
+
+def is_teacher(run) -> bool:
+    """A finished run trained without a teacher on every class: what can act as a teacher."""
+    c = run.config
+    return (run.status == "done" and not c.get("teacher") and not c.get("omit_classes")
+            and not c.get("keep_classes"))
+
+
 def pick_run(label: str, runs, key: str, help: str | None = None, index: int = 0):
-    """A selectbox over runs; returns the chosen RunInfo or None when there are none."""
+    """A selectbox over runs (each shown with its method and accuracy); the chosen RunInfo, or None."""
     if not runs:
         return None
-    ids = [r.id for r in runs]
-    chosen = st.selectbox(label, ids, index=min(index, len(ids) - 1), key=key, help=help,
-                          format_func=lambda i: next(r.label for r in runs if r.id == i))
-    return next(r for r in runs if r.id == chosen)
+    by_id = {r.id: r for r in runs}
+    chosen = st.selectbox(label, list(by_id), index=min(index, len(by_id) - 1), key=key, help=help,
+                          format_func=lambda i: run_label(by_id[i]))
+    return by_id[chosen]
 
 
 def pick_dataset(key: str = "dataset") -> str:
@@ -111,19 +133,28 @@ def pick_dataset(key: str = "dataset") -> str:
 
 
 def pick_teacher_and_students(runs, key: str, prefer: tuple[str, ...] = (), max_students: int = 1):
-    """A teacher (default: the run most others name as their teacher), then up to
-    ``max_students`` other runs, that teacher's own students first and among them the
-    methods in ``prefer`` first. (teacher, [students]), or None with fewer than two runs."""
+    """A teacher, then up to ``max_students`` other runs. The default teacher is the most accurate
+    finished teacher that has a finished student (of a ``prefer`` method if any has one); the
+    default students are its finished students, ``prefer`` methods first, most accurate first.
+    (teacher, [students]), or None with fewer than two runs."""
     if len(runs) < 2:
         return None
-    named = [r.config.get("teacher") for r in runs]
-    teacher = pick_run("Teacher", sorted(runs, key=lambda r: -named.count(r.id)), key=f"{key}_teacher")
+    done_students = {}
+    for r in runs:
+        if r.status == "done" and r.config.get("teacher"):
+            done_students.setdefault(r.config["teacher"], []).append(r)
     rank = {m: i for i, m in enumerate(prefer)}
-    others = sorted((r for r in runs if r.id != teacher.id),
-                    key=lambda r: (r.config.get("teacher") != teacher.id, rank.get(r.config.get("method"), len(rank))))
+
+    def teacher_rank(r):
+        own = done_students.get(r.id, [])
+        return (not is_teacher(r), not any(s.config.get("method") in rank for s in own), not own, -accuracy(r))
+    teacher = pick_run("Teacher", sorted(runs, key=teacher_rank), key=f"{key}_teacher")
+    others = sorted((r for r in runs if r.id != teacher.id), key=lambda r: (
+        r.config.get("teacher") != teacher.id, r.status != "done",
+        rank.get(r.config.get("method"), len(rank)), -accuracy(r)))
     if max_students == 1:
         return teacher, [pick_run("Student", others, key=f"{key}_student_{teacher.id}")]
-    labels = {r.id: r.label for r in others}
+    labels = {r.id: run_label(r) for r in others}
     chosen = st.multiselect(f"Students (up to {max_students})", list(labels), default=list(labels)[:max_students],
                             max_selections=max_students, format_func=labels.get, key=f"{key}_students_{teacher.id}")
     return teacher, [r for r in others if r.id in chosen]
@@ -158,20 +189,5 @@ def device_label() -> str:
     dev = train.resolve_device()
     if dev.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(0)}"
-    return f"{dev.type.upper()} ({torch.get_num_threads()} threads)"
-
-
-def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
-def job_progress(view: jobs.JobView) -> None:
-    """An active job's progress bar with stage and time left, or its place in the queue."""
-    if view.status == "queued":
-        st.caption(f":material/hourglass_top: **{view.label}**: queued, number {view.queue_position} in line")
-        return
-    epoch = view.history[-1].get("epoch") if view.history else None
-    where = " · ".join(part for part in (view.stage, epoch and f"epoch {epoch}") if part) or "starting"
-    left = "" if view.eta_s is None else f" · about {duration(view.eta_s)} left"
-    st.progress(view.progress, text=f"**{view.label}**: {where} · {view.progress:.0%}{left}")
+    threads, cores = jobs.worker_threads(), os.cpu_count() or 1
+    return f"CPU, training on {threads} of {cores} cores" + (" (one stays free for the app)" if threads < cores else "")

@@ -12,8 +12,9 @@ STUDENT_FOR = {"cnn_l": "cnn_s", "cnn_s": "cnn_s", "resnet56": "resnet8", "resne
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
 
 st.title("Compare distillation methods")
-st.caption("A plain student, KD, FitNets, attention transfer, FSP and KD + AT, all with the same teacher, "
-           "student architecture, data, epochs and seeds: which helps, by how much, and at what cost.")
+st.caption("One student per method and seed (a plain student, KD, FitNets, attention transfer, FSP, ... in groups "
+           "that each ask one question), all with the same teacher, student architecture, data, epochs and seeds: "
+           "which helps, by how much, and at what cost.")
 store = common.store()
 all_runs = store.list()
 # Newest first, but groups whose dataset is missing here (e.g. CIFAR-10 offline) last.
@@ -22,7 +23,8 @@ group_ids = sorted(compare.groups(all_runs), key=lambda g: not common.has_datase
 
 
 @st.cache_data(show_spinner="Timing forward passes (batch 1 and 256)…")
-def latency(arch: str, dataset: str, device: str) -> dict[int, float]:
+def latency(arch: str, dataset: str, device: str, asked: int) -> dict[int, float]:
+    """Cached until the lecturer asks for a new measurement (``asked`` counts the requests)."""
     return compare.measure_latency(arch, dataset, device)
 
 
@@ -31,8 +33,8 @@ def start_form() -> None:
     dataset = common.pick_dataset("cmp_dataset")
     if common.dataset(dataset) is None:  # says how to add it
         return
-    # Runs trained from labels alone first: those are the usual teachers.
-    teachers = sorted(common.finished_runs(dataset), key=lambda r: bool(r.config.get("teacher")))
+    teachers = sorted((r for r in common.finished_runs(dataset) if common.is_teacher(r)),
+                      key=lambda r: -common.accuracy(r))
     if not teachers:
         common.to_the_lab(f"There is no finished run on {data.TITLES[dataset]} to act as the teacher. Train one first "
                           "(e.g. cnn_l for MNIST, resnet56 for CIFAR-10) in the Training lab, then come back.")
@@ -51,10 +53,12 @@ def start_form() -> None:
     subset = c1.number_input("Training images (0 = all)", 0, None, 5000, step=1000, key=f"cmp_subset_{dataset}",
                              help="A subset keeps a comparison to minutes on a laptop CPU.")
     batch_size = c2.number_input("Batch size (images)", 8, 1024, 64, step=16, key="cmp_batch")
+    compared = c3.selectbox("Methods", list(compare.SETS), key="cmp_set",
+                            help="Each group answers one question; every group has a plain student as baseline.")
     base = train.TrainConfig(dataset=dataset, model=student, teacher=teacher.id, epochs=int(epochs),
                              batch_size=int(batch_size), train_subset=int(subset) or None)
     try:
-        configs, notes = compare.plan(store, base, int(seeds))
+        configs, notes = compare.plan(store, base, int(seeds), compare.SETS[compared])
     except ValueError as e:
         st.error(f"Cannot start: {e}")
         return
@@ -109,7 +113,7 @@ for r in in_group[group]:
 finished = {r.id: r for r in common.finished_runs(dataset) if r.config.get("teacher")}
 chosen = st.multiselect("Runs to compare", list(finished),
                         default=[r.id for r in in_group[group] if r.id in finished],
-                        format_func=lambda i: f"{finished[i].label} · seed {finished[i].config.get('seed')}",
+                        format_func=lambda i: f"{common.run_label(finished[i])} · seed {finished[i].config.get('seed')}",
                         help="Defaults to the finished runs of the group; add others that used the same teacher.")
 runs = [finished[i] for i in chosen]
 if not runs:
@@ -133,19 +137,30 @@ with st.spinner("Evaluating every run on the test set…"):
         st.stop()
     device = str(train.resolve_device())
     archs = {m.run.config.get("model") for m in [t_member, *students]} - {None}
+    asked = st.session_state.get("cmp_latency_asked", 0)
     result = compare.evaluate(t_member, students, ds.test_y.numpy(), ds.classes,
-                              {a: latency(a, dataset, device) for a in archs})
+                              {a: latency(a, dataset, device, asked) for a in archs})
 names = dict(zip(result.per_class.index, result.table.method))
 
 st.dataframe(result.table, hide_index=True, placeholder="—", column_config={
     c: st.column_config.NumberColumn(format="%.4f" if c.startswith("KL") else "%.3g" if c.startswith("latency")
                                      else "localized" if c in ("params", "seeds") else "%.2f")
-    for c in result.table.columns[2:]})
-st.caption(f"Test set: {len(ds.test_y):,} images ({ds.source}). pp = percentage points. Agreement: same top-1 "
-           "class as the teacher. KL(teacher‖student) at T = 1, in nats: 0 means identical predictions "
+    for c in result.table.columns[2:] if c not in ("epochs", "note")})
+images = runs[0].summary.get("train_images")
+trained = (f"Trained on {images:,} images" + (f"; full {data.TITLES[dataset]} is {data.TRAIN_SIZES[dataset]:,}"
+                                               if images < data.TRAIN_SIZES[dataset] else "") + ". ") if images else ""
+st.caption(f"{trained}Test set: {len(ds.test_y):,} images ({ds.source}): one point of accuracy is "
+           f"{len(ds.test_y) / 100:,.0f} images. ± std: spread over the seeds (sample standard deviation). "
+           "Epochs: two-stage methods list their first stage (hint or FSP) too. pp = percentage points. Agreement: "
+           "same top-1 class as the teacher. KL(teacher‖student) at T = 1, in nats: 0 means identical predictions "
            f"(Stanton et al. 2021). ECE: expected calibration error over {compare.ECE_BINS} confidence bins "
-           f"(Guo et al. 2017). Latency per image on this machine ({common.device_label()}): median of 10 "
-           "forward passes after 3 warm-ups, once per architecture. Click a column header to sort.")
+           "(Guo et al. 2017). Train time only when every run was trained on the same machine. Latency per image "
+           f"on this machine ({common.device_label()}): median of 10 forward passes after 3 warm-ups, per "
+           "architecture. Click a column header to sort.")
+if st.button("Measure latency again", key="cmp_latency", help="After training has ended, for figures not taken "
+                                                             "under load."):
+    st.session_state["cmp_latency_asked"] = asked + 1
+    st.rerun()
 left, right = st.columns(2)
 left.download_button("⬇️ Table as CSV", result.table.to_csv(index=False, float_format="%.6g"),
                      file_name=f"{group}.csv", mime="text/csv", key="cmp_csv")
@@ -165,3 +180,14 @@ with tabs[3]:
     view = st.radio("Show", views, horizontal=True, key="cmp_class_view")
     st.plotly_chart(viz.per_class_heatmap(result.per_class, names, "plain" if view != views[0] else None),
                     config=PNG, key="cmp_class")
+
+chains, inner = compare.takd_chains(store, runs), compare.inner_accuracies(runs)
+if len(chains):
+    st.plotly_chart(viz.takd_chain(chains), config=PNG, key="cmp_takd")
+    st.caption(f"TAKD ({methods.get('takd').paper}): the assistant, between teacher and student in parameters, is "
+               "distilled from the teacher and then teaches the student, bridging the capacity gap.")
+if len(inner):
+    st.plotly_chart(viz.inner_accuracy_bars(inner), config=PNG, key="cmp_inner")
+    st.caption(f"BYOT ({methods.get('byot').paper}): each exit's accuracy rises with depth; only the deepest ships. "
+               f"Mean teacher ({methods.get('meanteacher').paper}): the moving average of the student's weights "
+               "(the Training lab plots both over the epochs).")

@@ -7,7 +7,7 @@ import streamlit as st
 from kdviz import datafree, train
 from kdviz.store import RunError
 from kdviz.viz import beyond as viz
-from pages import common
+from pages import common, job_view
 
 st.title("Data-free distillation")
 st.caption("DeepInversion: Yin et al. 2020, *Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion* (CVPR).")
@@ -23,8 +23,8 @@ ds = common.dataset("mnist")
 if ds is None:
     st.stop()
 mgr = common.manager()
-teachers = [r for r in common.finished_runs("mnist", kinds=("conv",))
-            if r.config.get("method") == "plain" and not r.config.get("teacher")]
+teachers = sorted((r for r in common.finished_runs("mnist", kinds=("conv",)) if common.is_teacher(r)),
+                  key=lambda r: -common.accuracy(r))
 d, s = datafree.SynthesisConfig(), datafree.STUDENT
 
 with st.expander("Dream up images and distil a student", expanded=False):
@@ -69,7 +69,7 @@ def wait_for_runs(job_ids: list[str]) -> None:
     for view in map(mgr.get, job_ids):
         if view.run_ids or not view.active:
             st.rerun()
-        common.job_progress(view)
+        job_view.job_progress(view)
 
 
 wait_for_runs(starting)
@@ -93,7 +93,7 @@ def live(run_id: str, polling: bool) -> None:
         if polling and not view.active:
             st.rerun()
         if view.active:
-            common.job_progress(view)
+            job_view.job_progress(view)
             if st.button("Cancel", key="df_cancel"):
                 mgr.cancel(job.id)
         elif view.status == "failed":
@@ -103,9 +103,8 @@ def live(run_id: str, polling: bool) -> None:
     except RunError:
         st.caption("The first images appear after a few optimisation steps.")
         return
-    step, total = images["progress"].tolist()
-    st.caption(f"{len(images['targets']):,} images, optimisation step {step:,} of {total:,}. Under each image: the "
-               "teacher's confidence that it shows the class it was made for.")
+    st.caption(f"{len(images['targets']):,} images. Under each image: the teacher's confidence that it shows the "
+               "class it was made for.")
     for c, pictures, conf in datafree.gallery(images, per_class=10):
         st.image(pictures, width=56, caption=[f"{ds.classes[c]}: {100 * p:.0f} %" for p in conf])
     rows = common.store().metrics(run_id)
@@ -122,8 +121,8 @@ if info and "test_acc" in summary:
     c1, c2, c3 = st.columns(3)
     c1.metric("Student accuracy on real MNIST test", f"{100 * summary['test_acc']:.2f} %",
               help=f"{summary['test_errors']} errors of {len(ds.test_y):,}; it never saw a real digit.")
-    c2.metric("Synthesis", common.duration(info["time_s"]), help=f"{info['images']} images")
-    c3.metric("Student training", common.duration(summary["train_time_s"]),
+    c2.metric("Synthesis", job_view.duration(info["time_s"]), help=f"{info['images']} images")
+    c3.metric("Student training", job_view.duration(summary["train_time_s"]),
               help="KD at T on the synthetic images, per-epoch test evaluations included.")
     st.caption(f"Teacher: {run.config.get('teacher')}; device {summary.get('device')}. For comparison, DAFL "
                "(Chen et al. 2019) reports 98.2 % on MNIST with a generator trained on a GPU; this run has a "

@@ -13,9 +13,10 @@ information *dark knowledge*.
 2. **Learn → Dark knowledge**: which classes the teacher thinks are alike.
 3. **Lab → Training lab**: train a teacher and a student yourself (runs in the background).
 4. **Lab → Compare methods**: KD, FitNets, attention transfer and FSP side by side.
-5. **Inside the student**: hint maps, attention heatmaps and FSP matrices.
-6. **Replay → Hinton's omitted 3**: a student that never saw a 3 still recognises them.
-7. **Beyond the data**: a student taught with no data, a teacher that sees more than its student, and
+5. **Lab → Sweeps**: which T for which student size, from many small runs in one picture.
+6. **Inside the student**: hint maps, attention heatmaps and FSP matrices.
+7. **Replay → Hinton's omitted 3**: a student that never saw a 3 still recognises them.
+8. **Beyond the data**: a student taught with no data, a teacher that sees more than its student, and
    transfer sets that are not the teacher's data.
 """)
 st.page_link("pages/map.py", label="The map of distillation: every method by what it transfers and how it learns",

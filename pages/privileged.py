@@ -5,7 +5,7 @@ import streamlit as st
 
 from kdviz import models, privileged, views
 from kdviz.viz import beyond as viz
-from pages import common
+from pages import common, job_view
 
 st.title("Privileged distillation")
 st.caption("Lopez-Paz, Bottou, Schölkopf & Vapnik 2016, *Unifying distillation and privileged information* (ICLR).")
@@ -21,8 +21,7 @@ ds = common.dataset("mnist")
 if ds is None:
     st.stop()
 mgr = common.manager()
-teachers = [r for r in common.finished_runs("mnist") if r.config.get("method") == "plain"
-            and not r.config.get("teacher") and not r.config.get("view")]
+teachers = sorted((r for r in common.finished_runs("mnist") if common.is_teacher(r)), key=lambda r: -common.accuracy(r))
 
 with st.expander("Train both students", expanded=False):
     if not teachers:
@@ -42,9 +41,14 @@ with st.expander("Train both students", expanded=False):
             cfg = privileged.PrivilegedConfig(teacher=teacher.id, view=view, student=student, train_subset=int(subset),
                                               alpha=float(alpha), T=float(T), epochs=int(epochs),
                                               group=privileged.new_group_id())
-            mgr.submit_task(functools.partial(privileged.run, cfg=cfg), "Privileged: two students", cfg.group)
-            st.session_state["pi_pick"] = cfg.group
-            st.rerun()
+            try:
+                privileged.configs(cfg)
+            except ValueError as e:
+                st.error(f"Cannot start: {e}")
+            else:
+                mgr.submit_task(functools.partial(privileged.run, cfg=cfg), "Privileged: two students", cfg.group)
+                st.session_state["pi_pick"] = cfg.group
+                st.rerun()
 
 groups = privileged.experiments(common.store().list())
 jobs = [v for v in mgr.list() if (v.group or "").startswith(privileged.GROUP_PREFIX)]
@@ -63,32 +67,24 @@ def progress(polling: bool) -> None:
         if polling and not view.active:
             st.rerun()
         if view.active:
-            common.job_progress(view)
+            job_view.job_progress(view)
         elif view.status == "failed":
             st.error(f"The experiment failed: {view.reason}")
 
 
 progress(bool(job and job.active))
-runs = {role: r for role, r in groups.get(group, {}).items() if r.status == "done"}
+runs = {role: r for role, r in groups.get(group, {}).items() if r.status == "done" and "test_acc" in r.summary}
 if not runs:
     st.stop()
 any_run = next(iter(runs.values()))
 teacher_id, view = any_run.config["teacher"], any_run.config["view"]
-
-
-@st.cache_data(show_spinner="Testing the teacher on clean and on degraded images…", max_entries=16)
-def teacher_accuracy(teacher_id: str, view: str, mtime: float) -> dict:
-    return privileged.teacher_accuracy(common.load_model(teacher_id)[0], view, ds)
-
-
-common.load_model_or_stop(teacher_id)
-teacher = teacher_accuracy(teacher_id, view, (common.store().path(teacher_id) / "model.pt").stat().st_mtime)
+teacher = privileged.teacher_accuracy(runs)  # measured by the privileged run at its end: nothing to compute here
 students = {role: r.summary["test_acc"] for role, r in runs.items()}
 st.plotly_chart(viz.privileged_bars(teacher, students, views.VIEWS[view].label), key="pi_bars")
 c, p = any_run.config, runs.get("privileged", any_run).config
 st.caption(f"Teacher {teacher_id}. Students {models.with_view(c['model'], view)}: {any_run.summary['train_images']:,} "
            f"training examples, {c['epochs']} epochs; the privileged one with λ = {p['alpha']:g}, T = {p['T']:g}.")
-if {"labels", "privileged"} <= set(runs):
+if {"labels", "privileged"} <= set(runs) and teacher:
     gain = 100 * (students["privileged"] - students["labels"])
     drop = f"{100 * teacher['clean']:.1f} % to {100 * teacher['degraded']:.1f} %"
     if gain > 0:

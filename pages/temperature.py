@@ -13,7 +13,9 @@ TEACHER = METHOD_COLORS["teacher"]
 st.title("Temperature")
 st.markdown(
     "A teacher's **soft targets** are its softmax at temperature *T*: "
-    "$q_i = e^{z_i/T} / \\sum_j e^{z_j/T}$ (Hinton, Vinyals & Dean 2015, eq. 1). At *T* = 1 this is the "
+    "$p_i = e^{v_i/T} / \\sum_j e^{v_j/T}$ for its logits $v$; the student's probabilities at the same *T* are "
+    "$q_i = e^{z_i/T} / \\sum_j e^{z_j/T}$ for its logits $z$ (Hinton, Vinyals & Dean 2015, eq. 1 and §2.1). "
+    "At *T* = 1 this is the "
     "usual prediction; a higher *T* moves probability onto the wrong classes, and how it spreads there "
     "says what the teacher thinks the image resembles.")
 
@@ -81,13 +83,13 @@ def temperature_view(classes, t_logits, s_logits, s_name, s_color, log_y):
                          format_func=lambda t: f"{t:g}", key="temperature_T")
     p_teacher = analysis.softmax_at(t_logits, T)
     left, right = st.columns(2)
-    left.plotly_chart(viz.probability_bars([("teacher", p_teacher, TEACHER)], classes, T, log_y),
+    left.plotly_chart(viz.probability_bars([("teacher p", p_teacher, TEACHER)], classes, T, log_y),
                       key="temperature_bars")
-    right.plotly_chart(viz.probability_bars([("teacher", p_teacher, TEACHER),
-                                             (s_name, analysis.softmax_at(s_logits, T), s_color)],
+    right.plotly_chart(viz.probability_bars([("teacher p", p_teacher, TEACHER),
+                                             (f"student q: {s_name}", analysis.softmax_at(s_logits, T), s_color)],
                                             classes, T, log_y, f"Student beside teacher at T = {T:g}"),
                        key="temperature_student_bars")
-    right.metric(f"KL(teacher ‖ student) at T = {T:g}", f"{analysis.kl_at(t_logits, s_logits, T):.3g} nats",
+    right.metric(f"KL(p ‖ q), teacher ‖ student, at T = {T:g}", f"{analysis.kl_at(t_logits, s_logits, T):.3g} nats",
                  help="the soft term of the KD loss for this image, before it is multiplied by T²")
 
     st.subheader("The soft targets as T grows")
@@ -98,18 +100,38 @@ def temperature_view(classes, t_logits, s_logits, s_name, s_color, log_y):
     st.plotly_chart(viz.temperature_curves(analysis.TEMPERATURES, entropy, max_prob, len(classes), T, t_ratio,
                                            f"second-best = {fraction:.0%} of best (T = {t_ratio:.3g})"),
                     key="temperature_curves")
-    st.caption(f"The second-best class has {fraction:.0%} of the best class's probability at T = {t_ratio:.3g}: "
-               "q₂/q₁ = exp((z₂ − z₁)/T), so T = (z₁ − z₂) / ln(1/fraction).")
+    st.caption(f"The teacher's second-best class has {fraction:.0%} of its best class's probability at "
+               f"T = {t_ratio:.3g}: p₂/p₁ = exp((v₂ − v₁)/T), so T = (v₁ − v₂) / ln(1/fraction).")
 
 
 temperature_view(classes, t_logits, s_logits, s_name, s_color, log_y)
 
 st.subheader("Why the soft term is multiplied by T²")
-st.markdown("The gradient of KL(teacher_T ‖ student_T) w.r.t. the student's logits is (q − p)/T, which shrinks "
-            "as 1/T², so KD multiplies the soft term by T² to keep its pull comparable to the hard-label term "
-            "when T changes (Hinton 2015 §2). For large T it approaches (z_s − z_t)/(N·T²) with zero-meaned "
+st.markdown("The gradient of the soft term C = KL(p ‖ q) w.r.t. the student's logits z is (q − p)/T, which "
+            "shrinks as 1/T², so KD multiplies the soft term by T² to keep its pull comparable to the hard-label "
+            "term when T changes (Hinton 2015 §2). For large T it approaches (z − v)/(N·T²) with zero-meaned "
             "logits: KD becomes logit matching (§2.1). Both plots are for this image and student.")
 grads = analysis.soft_gradients(s_logits, t_logits, analysis.GRADIENT_TEMPERATURES)
 left, right = st.columns(2)
 left.plotly_chart(viz.t_squared_rule(grads), key="temperature_t2")
 right.plotly_chart(viz.logit_matching_limit(grads), key="temperature_limit")
+
+
+@st.fragment
+def standardisation_view(classes, t_logits, s_logits, s_name, s_color, log_y):
+    """Logit standardisation (issue 19): its own T and toggle, so the block stands apart from the rest."""
+    st.subheader("Logit standardisation")
+    st.markdown("Sun et al. (CVPR 2024) z-score each logit vector, (z − mean) ∕ std, before the softmax at *T*: "
+                "the student then matches the *shape* of the teacher's logits, not their range. It is the "
+                "**Standardise logits** switch of the KD methods in the Training lab (`--logit-standardize`).")
+    left, right = st.columns([3, 1])
+    T = left.select_slider("Temperature T", analysis.TEMPERATURES, value=2.0, format_func=lambda t: f"{t:g}",
+                           key="temperature_std_T")
+    on = right.toggle("Standardise logits", value=True, key="temperature_std")
+    p_t, p_s = (analysis.softmax_at(analysis.standardized(z) if on else z, T) for z in (t_logits, s_logits))
+    st.plotly_chart(viz.probability_bars([("teacher", p_t, TEACHER), (s_name, p_s, s_color)], classes, T, log_y,
+                                         f"{'Standardised' if on else 'Raw'} logits, softmax at T = {T:g}"),
+                    key="temperature_std_bars")
+
+
+standardisation_view(classes, t_logits, s_logits, s_name, s_color, log_y)

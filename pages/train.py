@@ -1,30 +1,36 @@
 """Training lab: pick a teacher, a student and a method; train in the background and watch it learn."""
+import functools
+
 import streamlit as st
 
 from kdviz import data, jobs, methods, models, train
 from kdviz.viz import training as viz
-from pages import common
+from pages import common, job_view
 
-if st.query_params.get("method") in methods.METHODS:  # a link from the Map preselects a method (issue 20)
+# Methods with a page of their own (data-free, privileged) run there, not here.
+LAB_METHODS = [name for name, m in methods.METHODS.items() if not m.page]
+if st.query_params.get("method") in LAB_METHODS:  # a link from the Map preselects a method (issue 20)
     st.session_state["train_method"] = st.query_params.pop("method")
 
-# Live-demo defaults per dataset (CPU friendly): a big teacher, a small student, a subset.
+# Live-demo defaults per dataset, for a 2-core laptop: a teacher that is quick to run, a small
+# student, a subset, no augmentation (so the teacher's soft targets are computed once), and a
+# plain twin trained the same way, so the result has something to be compared with.
 # BatchNorm CNNs need ~200 steps to get going, hence small batches on small subsets.
 PRESETS = {
-    "mnist": dict(teacher="mlp1200", student="mlp800", epochs=3, batch_size=64, lr=0.05, subset=10000),
-    "fashion_mnist": dict(teacher="cnn_l", student="cnn_s", epochs=2, batch_size=32, lr=0.05, subset=5000),
-    "cifar10": dict(teacher="resnet20", student="resnet8", epochs=3, batch_size=32, lr=0.05, subset=None),
+    "mnist": dict(teacher="mlp1200", student="mlp800", epochs=3, batch_size=64, lr=0.05, subset=10000, beta=100.0),
+    "fashion_mnist": dict(teacher="cnn_l", student="cnn_s", epochs=2, batch_size=32, lr=0.05, subset=5000, beta=100.0),
+    "cifar10": dict(teacher="resnet20", student="resnet8", epochs=3, batch_size=32, lr=0.05, subset=None, beta=1000.0),
 }
-ATTENTION = ("pages/attention.py", "Attention", ":material/visibility:")
-RUN_PAGES = {"fitnet": [("pages/hints.py", "Hints (FitNets)", ":material/explore:")], "at": [ATTENTION],
-             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")]}
-METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "") for m in methods.METHODS.values())
-# Settings only some methods have: config field -> (label, default, step).
-METHOD_FIELDS = {"dml": {"cohort": ("Students in the cohort", 2, 1)},
-                 "bornagain": {"generations": ("Generations after generation 0", 2, 1)}}
+BETA_HELP = ("Applied to each layer pair's mean squared difference of normalised attention maps. Zagoruyko & "
+             "Komodakis 2017 use β = 1000 for CIFAR ResNets; on MNIST-sized CNNs the attention term is then "
+             "about 3 times the label loss and the student learns worse than a plain one, so 100 here.")
+METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "")
+                          for m in map(methods.get, LAB_METHODS))
+LIM = train.LIMITS  # every number field is bounded: what it shows is what the job uses
 
 st.title("Training lab")
-st.caption("Jobs train in the background: the curves update live and every other page stays usable meanwhile.")
+st.caption("Jobs train in the background, in their own process: the curves update live and every other page "
+           "stays usable meanwhile.")
 mgr = common.manager()
 left, right = st.columns([2, 3], gap="large")
 
@@ -32,7 +38,7 @@ with left:
     st.subheader("Settings")
     ds = common.pick_dataset("train_dataset")
     p = PRESETS[ds]
-    method = st.selectbox("Method", list(methods.METHODS), index=list(methods.METHODS).index("kd"),
+    method = st.selectbox("Method", LAB_METHODS, index=LAB_METHODS.index("kd"),
                           key="train_method", help=METHOD_HELP, format_func=lambda m: methods.METHODS[m].label)
     m = methods.METHODS[method]
     st.caption(f"{m.about}" + (f" :material/description: {m.paper}" if m.paper else ""))
@@ -45,58 +51,71 @@ with left:
                                 "cnn_* and resnet* are convolutional.")
     teacher_run, new_teacher, teacher_epochs, kw = None, None, 1, {}
     if m.needs_teacher:
-        runs = common.finished_runs(ds)
-        choices = ["an existing run"] if runs else []
+        teachers = [r for r in common.finished_runs(ds) if common.is_teacher(r)]
+        # The preset's teacher architecture first (quick to run), then the most accurate.
+        teachers.sort(key=lambda r: (r.config.get("model") != p["teacher"], -common.accuracy(r)))
+        choices = ["an existing run"] if teachers else []
         if method != "ensemble":  # an ensemble is made of existing runs
             choices.append("train a new teacher first")
         source = choices and st.radio("Teacher", choices, horizontal=True, key=f"teacher_source_{ds}",
                                       help="A new teacher is trained in the same job, then the student learns from it.")
         if source == "an existing run":
-            teacher_run = common.pick_run("Teacher run", runs, key=f"teacher_run_{ds}",
-                                          help="Finished runs on this dataset, newest first.")
+            teacher_run = common.pick_run("Teacher run", teachers, key=f"teacher_run_{ds}",
+                                          help=f"Finished runs trained without a teacher on {data.TITLES[ds]}: "
+                                               f"{p['teacher']} runs first (quick to run), then by accuracy.")
             if method == "ensemble":
-                others = {r.id: r.label for r in runs if r.id != teacher_run.id}
+                others = {r.id: common.run_label(r) for r in teachers if r.id != teacher_run.id}
                 kw["teachers"] = st.multiselect("More teachers in the ensemble", list(others), key=f"teachers_{ds}",
                                                 format_func=others.get)
         elif source:
-            if not runs:
-                st.caption(f"No finished run on {ds} yet, so the job trains a teacher first.")
+            if not teachers:
+                st.caption(f"No finished teacher on {data.TITLES[ds]} yet, so the job trains one first.")
             new_teacher = st.selectbox("New teacher architecture", arch, index=arch.index(p["teacher"]),
                                        key=f"new_teacher_{ds}")
-            teacher_epochs = st.number_input("Teacher epochs", value=p["epochs"], step=1, key=f"teacher_epochs_{ds}")
+            teacher_epochs = st.number_input("Teacher epochs", *LIM["epochs"], p["epochs"], step=1,
+                                             key=f"teacher_epochs_{ds}")
 
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", value=p["epochs"], step=1, key=f"epochs_{ds}",
+    epochs = c1.number_input("Epochs", *LIM["epochs"], p["epochs"], step=1, key=f"epochs_{ds}",
                              help="Passes over the training images (of the student's stage, for two-stage methods).")
-    batch_size = c2.number_input("Batch size (images)", value=p["batch_size"], step=16, key=f"batch_{ds}")
-    lr = c1.number_input("Learning rate", value=p["lr"], step=0.01, format="%.3f", key=f"lr_{ds}",
+    batch_size = c2.number_input("Batch size (images)", *LIM["batch_size"], p["batch_size"], step=16,
+                                 key=f"batch_{ds}")
+    lr = c1.number_input("Learning rate", *LIM["lr"], p["lr"], step=0.01, format="%.4g", key=f"lr_{ds}",
                          help="SGD with Nesterov momentum 0.9 and a cosine schedule.")
     if "kd" in terms:
-        kw["T"] = c2.number_input("Temperature T", value=4.0, step=0.5, key="train_T",
-                                  help="Softens both softmaxes: q = softmax(z / T) (Hinton 2015, eq. 1). Must be > 0.")
-        kw["alpha"] = c1.number_input("alpha (weight of the soft term)", value=0.9, step=0.05, key="train_alpha",
-                                      help="loss = (1 − alpha)·CE + alpha·T²·KL. Between 0 and 1.")
+        kw["T"] = c2.number_input("Temperature T", *LIM["T"], 4.0, step=0.5, key="train_T",
+                                  help="Softens both softmaxes: q = softmax(z / T) (Hinton 2015, eq. 1).")
+        kw["alpha"] = c1.number_input("alpha (weight of the soft term)", *LIM["alpha"], 0.9, step=0.05,
+                                      key="train_alpha", help="loss = (1 − alpha)·CE + alpha·T²·KL.")
     if "at" in terms:
-        kw["beta"] = c2.number_input("beta (attention-transfer weight)", value=1000.0, step=100.0, key="train_beta",
-                                     help="Zagoruyko & Komodakis 2017 use 1000 (β/2 per layer pair).")
+        kw["beta"] = c2.number_input("beta (attention-transfer weight)", *LIM["beta"], p["beta"], step=50.0,
+                                     key=f"train_beta_{ds}", help=BETA_HELP)
     if len(m.stages(train.TrainConfig())) > 1:
-        kw["hint_epochs"] = c1.number_input("First-stage epochs (hint / FSP)", value=1, step=1, key="train_hint_epochs")
-    for name, (label, default, step) in METHOD_FIELDS.get(method, {}).items():
-        kw[name] = c1.number_input(label, value=default, step=step, key=f"train_{name}")
+        kw["hint_epochs"] = c1.number_input("First-stage epochs (hint / FSP)", *LIM["hint_epochs"], 1, step=1,
+                                            key="train_hint_epochs")
+    for name, (label, step) in m.settings.items():  # the settings only this method has
+        default = getattr(train.TrainConfig(), name)
+        kw[name] = (st.checkbox(label, value=default, key=f"train_{name}") if isinstance(default, bool) else
+                    c1.number_input(label, *{**LIM, **m.limits}.get(name, (None, None)), default, step=step,
+                                    format=None if step >= 0.01 else "%.4f", key=f"train_{name}"))
     quick = st.checkbox("Quick demo: train on a subset", value=p["subset"] is not None, key=f"quick_{ds}",
                         help="Trains in seconds on a CPU; accuracy is lower than with all images.")
-    subset = quick and st.number_input("Training images", value=p["subset"] or 2000, min_value=64, step=1000,
+    subset = quick and st.number_input("Training images", 64, data.TRAIN_SIZES[ds], p["subset"] or 2000, step=1000,
                                        key=f"subset_{ds}")
+    augment = st.checkbox("Augment: shift (or crop and flip) every image", value=False, key=f"augment_{ds}",
+                          help="Usually better accuracy, but slower: the teacher must then see every shifted "
+                               "image, instead of giving its soft targets once.")
+    twin = m.needs_teacher and st.checkbox("Also train a plain twin (same student, labels only)", value=True,
+                                           key=f"twin_{ds}", help="The baseline the student is compared with "
+                                                                  "when the job ends: did the teacher help?")
 
-    shared = dict(dataset=ds, batch_size=int(batch_size), lr=float(lr), train_subset=int(subset) if subset else None)
+    shared = dict(dataset=ds, batch_size=int(batch_size), lr=float(lr), augment=augment,
+                  train_subset=int(subset) if subset else None)
     student_cfg = train.TrainConfig(model=student, method=method, epochs=int(epochs),
                                     teacher=teacher_run.id if teacher_run else None, **shared, **kw)
     try:
-        if new_teacher:
-            task = jobs.teacher_then_student(train.TrainConfig(model=new_teacher, epochs=int(teacher_epochs), **shared),
-                                             student_cfg)
-        else:
-            train.validate(student_cfg)
+        teacher_cfg = train.TrainConfig(model=new_teacher, epochs=int(teacher_epochs), **shared) if new_teacher else None
+        task = jobs.lesson(student_cfg, teacher_cfg, twin) if (new_teacher or twin) else train.validate(student_cfg)
         problem = None
     except ValueError as e:
         problem = str(e)
@@ -108,8 +127,9 @@ with left:
         st.error(f"Cannot start: {problem}")
     if st.button("Start training", type="primary", disabled=bool(problem), key="train_start"):
         try:
-            if new_teacher:
-                job_id = mgr.submit_task(task, f"{new_teacher} → {jobs.describe(student_cfg)}")
+            if new_teacher or twin:
+                label = jobs.describe(student_cfg) + (" + plain twin" if twin else "")
+                job_id = mgr.submit_task(task, f"{new_teacher} → {label}" if new_teacher else label)
             else:
                 job_id = mgr.submit(student_cfg)
         except ValueError as e:
@@ -118,58 +138,17 @@ with left:
             st.session_state["train_job"] = job_id
             st.rerun()  # so the sidebar's monitor starts polling too
 
-
-def job_panel(job_id: str, polling: bool) -> None:
-    """One job, live: progress, cancel, curves; when it ends, the result and where to look at it."""
-    view = mgr.get(job_id)
-    if polling and not view.active:
-        st.rerun()  # finished: the full rerun stops the timer and refreshes the runs table
-    run_method = common.store().get(view.run_ids[-1]).config.get("method", "plain") if view.run_ids else "plain"
-    if view.active:
-        common.job_progress(view)
-        if st.button("Cancel job", key=f"cancel_{job_id}", help="Stops within one step; the partial run is kept."):
-            mgr.cancel(job_id)
-            st.caption("Stopping after the current step…")
-    elif view.status == "failed":
-        st.error(f"Failed: {view.reason}")
-        with st.expander("Details (traceback)"):
-            st.code(view.traceback)
-    elif view.status == "cancelled":
-        kept = " A partial run is kept in the table below, marked cancelled." if view.run_ids else ""
-        st.warning(f"{(view.reason or 'cancelled').capitalize()}.{kept}")
-    else:
-        result = view.result or {}  # one run's summary, or {"teacher": summary, "student": summary}
-        parts = {"": result} if "test_acc" in result else {k: v for k, v in result.items()
-                                                           if isinstance(v, dict) and "test_acc" in v}
-        st.success(f"Done in {common.duration(view.finished - view.started)}.")
-        for col, (name, s) in zip(st.columns(max(len(parts), 1)), parts.items()):
-            col.metric(f"{name} test accuracy".strip().capitalize(), f"{100 * s['test_acc']:.2f} %",
-                       help=f"run {s['run_id']}: {s['test_errors']} test errors, {s['train_time_s']:.0f} s of training")
-        st.caption("Look inside this run:")
-        links = [("pages/dark_knowledge.py", "Dark knowledge", ":material/dark_mode:"), *RUN_PAGES.get(run_method, []),
-                 ("pages/compare.py", "Compare methods", ":material/leaderboard:")]
-        for page, label, icon in links:
-            st.page_link(page, label=label, icon=icon)
-    if view.history:
-        st.plotly_chart(viz.loss_figure(view.history, run_method), key=f"loss_{job_id}")
-        st.plotly_chart(viz.accuracy_figure(view.history, run_method), key=f"acc_{job_id}")
-    elif view.active:
-        st.caption("Curves appear after the first logged steps (data and models load first).")
-
-
 with right:
     st.subheader("Job")
     views = mgr.list()
     if not views:
         st.info("No job yet: choose the settings and press **Start training**.")
     else:
-        ids = [v.id for v in views]
-        if st.session_state.get("train_job") in ids:
+        labels = {v.id: f"{v.label} · job {v.id}" for v in views}
+        if st.session_state.get("train_job") in labels:
             st.session_state["train_job_pick"] = st.session_state.pop("train_job")
-        job_id = st.selectbox("Show job", ids, key="train_job_pick",
-                              format_func=lambda i: next(f"{v.label} · job {i}" for v in views if v.id == i))
-        active = mgr.get(job_id).active
-        st.fragment(job_panel, run_every=1.0 if active else None)(job_id, active)
+        job_id = st.selectbox("Show job", list(labels), key="train_job_pick", format_func=labels.get)
+        job_view.job_panel(job_id)
 
 st.divider()
 st.subheader("All runs")
@@ -180,19 +159,22 @@ else:
     st.dataframe(viz.runs_table(runs), hide_index=True, placeholder="—")
     deletable = [r.id for r in runs if not r.readonly and r.status != "running"]
     with st.expander("Delete a run"):
-        if not deletable:
-            st.caption("Nothing to delete: shipped pretrained runs and running runs cannot be deleted.")
-        else:
-            victim = st.selectbox("Run", deletable, key="delete_pick")
-            if st.button("Delete…", key="delete_ask"):
-                st.session_state["delete_confirm"] = victim
-            if st.session_state.get("delete_confirm") == victim:
-                st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
-                yes, no = st.columns(2)
-                if yes.button("Yes, delete it", type="primary", key="delete_yes"):
-                    common.store().delete(victim)
-                    del st.session_state["delete_confirm"]
-                    st.rerun()
-                if no.button("Keep it", key="delete_no"):
-                    del st.session_state["delete_confirm"]
-                    st.rerun()
+        victim = st.selectbox("Run (shipped and running runs cannot be deleted)", deletable, key="delete_pick")
+        if st.button("Delete…", key="delete_ask", disabled=not victim):
+            st.session_state["delete_confirm"] = victim
+        if victim and st.session_state.get("delete_confirm") == victim:
+            st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete it", type="primary", key="delete_yes"):
+                common.store().delete(victim)
+                del st.session_state["delete_confirm"]
+                st.rerun()
+            if no.button("Keep it", key="delete_no"):
+                del st.session_state["delete_confirm"]
+                st.rerun()
+    with st.expander("Resume a run"):
+        pick = st.selectbox("Interrupted or cancelled run", [r.id for r in runs if train.resumable(r)],
+                            key="resume_pick")
+        resume = functools.partial(train.resume_task, run_id=pick)
+        st.button("Resume from its last epoch", key="resume_start", disabled=not pick,
+                  on_click=lambda: st.session_state.update(train_job=mgr.submit_task(resume, f"resume {pick}")))

@@ -5,7 +5,7 @@ import streamlit as st
 
 from kdviz import transfer
 from kdviz.viz import beyond as viz
-from pages import common
+from pages import common, job_view
 
 WHY = """
 **Why the student fails on another domain.** Distillation copies the teacher's function only *where the
@@ -30,7 +30,7 @@ ds = common.dataset("mnist")
 if ds is None:
     st.stop()
 mgr = common.manager()
-teachers = [r for r in common.finished_runs("mnist") if r.config.get("method") == "plain" and not r.config.get("teacher")]
+teachers = sorted((r for r in common.finished_runs("mnist") if common.is_teacher(r)), key=lambda r: -common.accuracy(r))
 synthetic = [r for r in common.store().list() if r.config.get("method") == "datafree" and r.status == "done"]
 
 with st.expander("Run the experiment", expanded=False):
@@ -54,7 +54,7 @@ with st.expander("Run the experiment", expanded=False):
                                           fraction=float(fraction), synthetic=synth.id if synth else "",
                                           group=transfer.new_group_id())
             try:
-                transfer.sizes(cfg, common.store())
+                transfer.configs(cfg, transfer.sizes(cfg, common.store()))
             except ValueError as e:
                 st.error(f"Cannot start: {e}")
             else:
@@ -80,7 +80,7 @@ def chart(polling: bool) -> None:
         if polling and not view.active:
             st.rerun()
         if view.active:
-            common.job_progress(view)
+            job_view.job_progress(view)
         elif view.status == "failed":
             st.error(f"The experiment failed: {view.reason}")
     runs = transfer.experiments(common.store().list()).get(group, {})

@@ -1,7 +1,7 @@
 """The app shell and the Training lab through Streamlit's AppTest (no browser)."""
+import functools
 import re
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdviz.store import RunStore
 
-from .conftest import ROOT, needs_data
+from .conftest import ROOT, needs_data, run_until, wait_until
 
 pytestmark = needs_data
 PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read_text()))
@@ -21,7 +21,8 @@ PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read
 def runs(tiny_store, tmp_path, monkeypatch) -> RunStore:
     """A fresh run store holding copies of the tiny runs, and fresh Streamlit caches (a new job manager)."""
     root = tmp_path / "runs"
-    shutil.copytree(tiny_store.root, root)
+    for run_id in tiny_store.runs.values():  # not the runs other tests added to the shared store
+        shutil.copytree(tiny_store.root / run_id, root / run_id)
     monkeypatch.setenv("KDVIZ_RUNS", str(root))
     st.cache_resource.clear()
     st.cache_data.clear()
@@ -39,23 +40,13 @@ def lab() -> AppTest:
     return at
 
 
-def run_until(at: AppTest, done, timeout: float = 60) -> AppTest:
-    """AppTest fires no timers: rerun the script until ``done(at)`` holds."""
-    deadline = time.time() + timeout
-    while not done(at):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.5)
-        at.run()
-        assert not at.exception, at.exception
-    return at
-
-
 def table(at: AppTest):
     return at.dataframe[0].value.set_index("run")
 
 
 def test_navigation_lists_every_page_file():
-    files = {f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")} - {"pages/common.py", "pages/__init__.py"}
+    glue = {"pages/common.py", "pages/job_view.py", "pages/__init__.py"}  # imported by pages, not pages
+    files = {f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")} - glue
     assert set(PAGES) == files
 
 
@@ -75,30 +66,33 @@ def sidebar_of_a_fresh_session() -> AppTest:
     return at.sidebar
 
 
-def test_sidebar_shows_device_data_and_live_jobs(runs):
+def half_a_stage(ctx, gate: str) -> None:
+    """A job half-way through the second of two stages, until ``gate`` exists."""
+    ctx.set_stage("student: KD", 1, 2)
+    ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.25)
+    time.sleep(0.2)
+    ctx.on_row({"kind": "step", "step": 2, "loss": 1.0}, 0.5)
+    while not Path(gate).exists():
+        time.sleep(0.01)
+
+
+def test_sidebar_shows_device_data_and_live_jobs(runs, tmp_path):
     from pages import common
     sidebar = sidebar_of_a_fresh_session()
     captions = [c.value for c in sidebar.caption]
-    assert captions[0].startswith("**Device:** CPU (") and "threads)" in captions[0]
+    assert captions[0].startswith("**Device:** CPU, training on ")
     assert any(c.startswith("MNIST: data folder") for c in captions)
     assert "No training job is running." in captions and not sidebar.get("progress")
-    reported, gate = threading.Event(), threading.Event()
-
-    def task(ctx):
-        ctx.set_stage("student: KD", 1, 2)
-        ctx.on_row({"kind": "step", "step": 1, "loss": 1.0}, 0.5)
-        reported.set()
-        gate.wait(30)
-
-    job = common.manager().submit_task(task, "demo job")  # the app's singleton: shared by every tab
+    gate = tmp_path / "gate"
+    job = common.manager().submit_task(functools.partial(half_a_stage, gate=str(gate)), "demo job")  # shared by every tab
     try:
-        assert reported.wait(10)
+        wait_until(lambda: len(common.manager().get(job).history) >= 2)
         bars = sidebar_of_a_fresh_session().get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 75  # (1 + 0.5) / 2 of the job
         assert bars[0].proto.text.startswith("**demo job**: student: KD · 75% · about")
     finally:
-        gate.set()
-    assert common.manager().wait(job, 10).status == "done"
+        gate.touch()
+    assert common.manager().wait(job, 30).status == "done"
     sidebar = sidebar_of_a_fresh_session()
     assert not sidebar.get("progress")
     assert ":material/check_circle: **demo job**: done" in [c.value for c in sidebar.caption]  # newest ended job
@@ -120,22 +114,32 @@ def test_training_lab_trains_a_tiny_student_and_lists_it(runs):
     assert not at.exception, at.exception
     run_until(at, lambda at: at.success)
     assert at.success[0].value.startswith("Done in")
-    assert re.fullmatch(r"\d+\.\d\d %", at.metric[0].value)
+    # The lesson: the student beside its plain twin (trained in the same job) and the teacher.
+    shown = {m.label: m.value for m in at.metric}
+    assert list(shown) == ["Student: test accuracy", "Plain twin: test accuracy", "Teacher: test accuracy"]
+    assert all(re.fullmatch(r"\d+\.\d\d %", v) for v in shown.values())
+    assert any("than its plain twin" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # loss and accuracy curves
     links = {link.proto.page for link in at.get("page_link")}
     assert {"dark_knowledge", "compare"} <= links
     rows = table(at)
-    assert len(rows) == before + 1
+    assert len(rows) == before + 2
     new = rows[rows["method"] == "kd"].iloc[0]
     assert (new["status"], new["student / model"], new["teacher"], new["T"]) == ("done", "mlp30", "mlp1200", 3.0)
     assert new["train images"] == 512 and 0 <= new["test acc (%)"] <= 100
+    twin = rows[(rows["method"] == "plain") & (rows["teacher"] == "mlp1200")].iloc[0]
+    assert (twin["status"], twin["student / model"], twin["train images"]) == ("done", "mlp30", 512)
+    assert f"{twin['test acc (%)']:.2f} %" == shown["Plain twin: test accuracy"]
 
 
-def test_invalid_temperature_shows_an_error_and_starts_nothing(runs):
+def test_bounded_fields_and_a_bad_setting_start_nothing(runs):
     at = lab()
     before = len(table(at))
-    at.number_input(key="train_T").set_value(0.0).run()
-    assert [e.value for e in at.error] == ["Cannot start: T: temperature T must be greater than 0"]
+    # What a field shows is what the job uses: T = 0 or 10^20 epochs cannot be typed in (train.LIMITS).
+    assert (at.number_input(key="train_T").min, at.number_input(key="epochs_mnist").max) == (0.1, 1000)
+    at.selectbox(key="train_method").set_value("ensemble").run()
+    assert [e.value for e in at.error] == ["Cannot start: teachers: an ensemble needs two or more finished "
+                                           "teacher runs on mnist (train them as Plain)"]
     assert at.button(key="train_start").disabled  # AppTest, like a browser, cannot click it
     assert at.info[0].value.startswith("No job yet")  # nothing was queued
     assert len(table(at)) == before and len(runs.list()) == 3

@@ -1,5 +1,6 @@
 """The app in a real headless Chromium: every page renders, widgets react, jobs run."""
 import json
+import re
 import shutil
 
 import pytest
@@ -152,3 +153,40 @@ def test_two_tabs_see_the_same_jobs(server, browser):
     finally:
         a_ctx.close()
         b_ctx.close()
+
+
+def hold_arrow_keys(page, slider_key: str, seconds: float = 3.0, every_ms: int = 50) -> None:
+    """Hold an arrow key on a slider as a keyboard's auto-repeat does (every 50 ms): right
+    for the first half, then left, so the thumb keeps moving whatever the slider's range."""
+    page.locator(f".st-key-{slider_key} [role=slider]").focus()
+    presses = int(seconds * 1000 / every_ms)
+    for i in range(presses):
+        page.keyboard.press("ArrowRight" if i < presses // 2 else "ArrowLeft")
+        page.wait_for_timeout(every_ms)
+
+
+def annotations(page, key: str) -> list[str]:
+    return page.locator(f".st-key-{key} .js-plotly-plot").evaluate(
+        "el => (el._fullLayout.annotations || []).map(a => a.text).concat([el._fullLayout.title.text || ''])")
+
+
+@pytest.mark.parametrize("path, slider, chart, shown", [
+    ("temperature", "temperature_T", "temperature_bars", lambda v: f"T = {v}"),
+    ("hinton", "hinton_shift_omit3", "curve_omit3", lambda v: f"slider {float(v):+.1f}"),
+])
+def test_a_held_arrow_key_on_a_slider_never_breaks_the_page(server, tab, path, slider, chart, shown):
+    """Fast slider input once greyed the page with Streamlit's "Cached ForwardMsg MISS" error
+    and left the figure showing another value than the slider (.streamlit/config.toml)."""
+    tab.goto(f"{server.url}/{path}")
+    wait_for_run(tab)
+    hold_arrow_keys(tab, slider)
+    wait_for_run(tab)
+    tab.wait_for_timeout(1000)  # a late error dialog would show up now
+    wait_for_run(tab)
+    assert tab.get_by_text("Connection error").count() == 0
+    assert tab.get_by_text("Cached ForwardMsg MISS").count() == 0
+    assert_no_errors(tab)
+    value = tab.locator(f".st-key-{slider} [data-testid='stSliderThumbValue']").inner_text().strip()
+    texts = annotations(tab, chart)
+    assert any(re.search(re.escape(shown(value)) + r"(?![\d.])", text) for text in texts), (value, texts)
+    tab.screenshot(path=str(ARTIFACTS / f"held-key-{path}.png"), full_page=True)

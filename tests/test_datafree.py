@@ -84,7 +84,7 @@ def test_synthesis_makes_the_teacher_see_the_targets_and_publishes_as_it_goes(ti
     assert images["images"].dtype == torch.uint8 and images["images"].shape == (20, 1, 28, 28)
     assert images["targets"].tolist() == [i % 10 for i in range(20)]
     assert [len(p["targets"]) for p in published] == [10, 10, 10, 20, 20, 20]  # mid-batch, batch done, ...
-    assert [p["progress"].tolist() for p in published][-1] == [60, 60]
+    assert set(published[-1]) == {"images", "targets", "confidence"}
     first, last = rows[0][0], rows[2][0]
     assert last["ce"] < first["ce"] / 4 and last["bn"] < first["bn"]
     assert [f for _, f in rows] == pytest.approx([k / 6 for k in range(1, 7)])
@@ -147,6 +147,13 @@ def test_cli_makes_a_run_that_another_student_can_use_as_its_transfer_set(tiny_s
     assert cli.main(["datafree", "--teacher", tiny_store.runs["mlp_teacher"], "--student", "cnn_xs",
                      "--runs", str(tiny_store.root)]) == 2
     assert "DeepInversion needs BatchNorm layers" in capsys.readouterr().err
+
+
+def test_a_damaged_synthesis_record_reads_as_missing(store):
+    run_id = store.create({})
+    for junk in ("[1, 2]", '{"images": "20", "time_s": 3.5}', '{"images": 20}', "not json"):
+        (store.path(run_id) / datafree.SYNTHESIS_FILE).write_text(junk)
+        assert datafree.synthesis_info(store, run_id) == {}
 
 
 # ---------------------------------------------------------------- the page

@@ -4,12 +4,13 @@ import sys
 from pathlib import Path
 
 ENGINE = ["data", "models", "losses", "methods", "train", "store", "jobs", "cli", "compare", "replay",
-          "pretrain", "metrics", "analysis", "views", "datafree", "privileged", "transfer", "distillation_map"]
+          "pretrain", "metrics", "analysis", "sweep", "views", "datafree", "privileged", "transfer",
+          "distillation_map"]
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('streamlit', 'plotly', 'captum'):
+        if name.split('.')[0] in ('streamlit', 'plotly', 'captum', 'ray'):  # ray: only when a sweep asks
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 """

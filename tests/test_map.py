@@ -16,11 +16,13 @@ def _names(cell) -> list[str]:
 
 def test_every_method_of_kdviz_sits_in_its_cell():
     cells = kdmap.grid()
-    assert _names(cells[("logit", "offline")]) == ["kd", "kd_at"]
-    assert _names(cells[("feature", "offline")]) == ["fitnet", "at", "kd_at"]
-    assert _names(cells[("relational", "offline")]) == ["fsp", "rkd"]
+    assert _names(cells[("logit", "offline")]) == ["kd", "kd_at", "dkd", "takd"]
+    assert _names(cells[("feature", "offline")]) == ["fitnet", "at", "kd_at", "at_grad"]
+    assert _names(cells[("relational", "offline")]) == ["fsp", "rkd", "darkrank"]
     assert _names(cells[("logit", "online")]) == ["dml"]
-    assert _names(cells[("logit", "self")]) == ["bornagain"]
+    assert _names(cells[("logit", "self")]) == ["bornagain", "byot", "meanteacher"]
+    assert _names(cells[("feature", "self")]) == ["byot"]
+    assert _names(cells[("parameter", "self")]) == ["meanteacher"]  # its teacher is an average of its weights
     assert _names(cells[("logit", "multi-teacher")]) == ["ensemble"]
     assert _names(cells[("logit", "data-free")]) == ["datafree"]
     assert _names(cells[("logit", "privileged")]) == ["privileged"]
@@ -63,7 +65,7 @@ def registered():
 def test_a_method_registered_later_appears_by_itself(registered):
     cells = kdmap.grid()
     assert _names(cells[("graph", "offline")]) == ["gnn_kd_test"]
-    assert _names(cells[("relational", "offline")]) == ["fsp", "rkd", "gnn_kd_test"]
+    assert _names(cells[("relational", "offline")]) == ["fsp", "rkd", "darkrank", "gnn_kd_test"]
     assert [e.name for e in kdmap.unplaced()] == ["unplaced_test"]
 
 
@@ -98,6 +100,7 @@ def test_map_page_links_every_method_and_says_which_cells_are_empty(registered):
     assert links["Data-free KD (DeepInversion)"][0] == "datafree"
     assert links["Privileged KD (generalised distillation)"][0] == "privileged"
     assert links["GNN KD (test)"] == ("train", "method=gnn_kd_test")  # registered after the page was written
+    assert links["Mean teacher (moving average of the student)"] == ("train", "method=meanteacher")
     captions = [c.value for c in at.caption]
     empty = len(kdmap.MODES) * len(kdmap.KNOWLEDGE) - sum(bool(c) for c in kdmap.grid().values())
     assert captions.count("Not in kdviz.") == empty > 0
@@ -118,6 +121,10 @@ def test_the_lab_opens_with_the_method_a_map_link_names(tmp_path, monkeypatch):
     assert "method" not in at.query_params  # read once: a later rerun keeps the user's choice
     at = _page("pages/train.py", method="no-such-method")
     assert at.selectbox(key="train_method").value == "kd"
+    at = _page("pages/train.py", method="datafree")  # runs on its own page, which the map links to
+    lab = at.selectbox(key="train_method")
+    assert lab.value == "kd" and methods.get("kd").label in lab.options
+    assert methods.get("datafree").label not in lab.options
 
 
 def test_home_links_to_the_map():

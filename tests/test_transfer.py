@@ -31,7 +31,8 @@ def test_foreign_sets_are_unlabelled_and_cut_like_the_own_set(store):
     assert torch.equal(noise, train.transfer_set(_cfg(transfer="noise", train_subset=200, seed=3), mnist)[0])
     assert 100 < noise.float().mean() < 155  # uniform over 0..255
     run_id = store.create({})
-    store.save_images(run_id, images=torch.full((40, 1, 28, 28), 7, dtype=torch.uint8), targets=torch.arange(40) % 10)
+    store.save_images(run_id, images=torch.full((40, 1, 28, 28), 7, dtype=torch.uint8), targets=torch.arange(40) % 10,
+                      confidence=torch.ones(40))
     x, y = train.transfer_set(_cfg(transfer=run_id, fraction=0.5), mnist, store)
     assert y is None and len(x) == 20 and (x == 7).all()
     x, y = train.transfer_set(_cfg(fraction=0.03), mnist)  # Hinton's 3 %: of the own, labelled set
@@ -56,9 +57,16 @@ def test_sets_without_labels_take_soft_targets_only(fields, message):
 
 
 @needs_data
-def test_a_missing_image_set_is_a_clear_error(store):
+def test_a_missing_or_damaged_image_set_is_a_clear_error(store):
     with pytest.raises(ValueError, match="transfer: run nope has no image set"):
         train.transfer_set(_cfg(transfer="nope"), data.load("mnist"), store)
+    run_id = store.create({})
+    for junk in ({"images": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)},  # no targets or confidences
+                 {"images": torch.zeros(4, 28, 28), "targets": torch.zeros(4), "confidence": torch.ones(4)},
+                 ["not", "a", "dict"]):
+        store.save_blob(run_id, "images.pt", junk)
+        with pytest.raises(ValueError, match=f"transfer: run {run_id}: images.pt is damaged"):
+            train.transfer_set(_cfg(transfer=run_id), data.load("mnist"), store)
     with pytest.raises(ValueError, match="'synthetic' names the images a data-free job makes"):
         train.train(_cfg(method="datafree", transfer="synthetic", teacher="x"), store)
 
@@ -82,7 +90,8 @@ def test_a_student_on_fashion_images_learns_the_teachers_answers_there(tiny_stor
 def test_every_set_gets_the_same_number_of_steps(store, monkeypatch):
     monkeypatch.setattr(data, "load", lambda name, root=None: type("D", (), {"train_y": torch.zeros(60000)})())
     run_id = store.create({})
-    store.save_images(run_id, images=torch.zeros(400, 1, 28, 28, dtype=torch.uint8), targets=torch.arange(400) % 10)
+    store.save_images(run_id, images=torch.zeros(400, 1, 28, 28, dtype=torch.uint8), targets=torch.arange(400) % 10,
+                      confidence=torch.ones(400))
     cfg = transfer.TransferConfig(teacher="t", synthetic=run_id, images=8000, epochs=2, group="transfer-x")
     plan = transfer.configs(cfg, transfer.sizes(cfg, store))
     assert list(plan) == ["plain", "mnist", "fraction", "synthetic", "fashion_mnist", "noise"]
@@ -116,7 +125,7 @@ def test_page_draws_the_bars_with_the_plain_and_teacher_lines(tiny_store, app_st
     store = app_store
     cfg = transfer.TransferConfig(teacher=tiny_store.runs["cnn_teacher"], student="cnn_xs", images=200, epochs=1,
                                   batch_size=50, group="transfer-test", max_steps=4)
-    transfer.run(cli.ForegroundContext(store), cfg)
+    transfer.run(cli.foreground(store), cfg)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/transfer.py").run()
@@ -138,10 +147,10 @@ def test_shipped_recipes_train_exactly_the_planned_runs():
                **{f"mnist-transfer-{key}": c for key, c in transfer.configs(transfer.SHIPPED, transfer.SHIPPED_SIZES).items()}}
     assert len(planned) == 8
     for name, cfg in planned.items():
-        assert pretrain.recipe_config(recipes[name]) == cfg, name
+        assert cli.recipe_config(recipes[name]) == cfg, name
     assert transfer.SHIPPED_SIZES["synthetic"] == 10 * datafree.SynthesisConfig().per_class  # the shipped data-free set
-    shipped = pretrain.recipe_config(recipes["mnist-datafree"])
-    assert (shipped.method, shipped.transfer, shipped.teacher) == ("datafree", "synthetic", transfer.SHIPPED.teacher)
+    # the data-free recipe trains the student the Data-free page and bench/datafree.py use
+    assert cli.recipe_config(recipes["mnist-datafree"]) == datafree.student_config(teacher=transfer.SHIPPED.teacher)
 
 
 @needs_data

@@ -7,6 +7,11 @@ import plotly.io as pio
 
 # Set once: passing template= on every figure costs ~40 ms per figure to resolve.
 pio.templates.default = "plotly_white"
+# Readable on a projector: 14 px dark text (ticks, legends, annotations inherit it) and powers of ten
+# as 10⁻³, never SI prefixes ("1µ" for 10⁻⁶). Set on each figure by ``layout``: Streamlit's chart
+# theme replaces a figure's template in the browser, but not what the figure sets itself.
+TEXT = dict(size=14, color="#222222")
+AXIS = dict(tickfont=TEXT, title_font=TEXT, exponentformat="power")
 
 # One colour per method, used by every page (plotly's D3/Plotly palette).
 METHOD_COLORS = {
@@ -21,6 +26,12 @@ METHOD_COLORS = {
     "dml": "#e377c2",
     "bornagain": "#17becf",
     "ensemble": "#bcbd22",
+    "dkd": "#6b6ecf",  # issue 19's methods: darker tones of the Category20b palette, near their relatives
+    "takd": "#393b79",
+    "darkrank": "#bd9e39",
+    "at_grad": "#ad494a",
+    "byot": "#8ca252",
+    "meanteacher": "#a55194",
     "datafree": "#aec7e8",
     "privileged": "#98df8a",
 }
@@ -28,12 +39,24 @@ DIVERGING = "RdBu_r"  # signed maps (attributions, differences), always centred 
 SEQUENTIAL = "Viridis"  # non-negative maps (attention, probabilities)
 
 
+T_TICKS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+
+
+def temperature_axis(fig: go.Figure, title: str = "temperature T (log scale)", **where) -> None:
+    """A log T axis labelled 0.5, 1, 2, 5 ... in plain numbers (plotly's own log ticks read "5" for 0.5)."""
+    fig.update_xaxes(type="log", tickvals=T_TICKS, ticktext=[f"{t:g}" for t in T_TICKS], title_text=title, **where)
+
+
 def method_color(method: str) -> str:
     return METHOD_COLORS.get(method, "#444444")
 
 
 def layout(fig: go.Figure, title: str = "", height: int = 360, **kw) -> go.Figure:
-    """Shared look: compact margins, a title (the white template is the default)."""
-    fig.update_layout(title=title, height=height,
+    """Shared look: readable text, compact margins, a title (the white template is the default)."""
+    fig.update_layout(title=title, height=height, font=TEXT, legend_font=TEXT, title_font=dict(size=16),
                       margin=dict(l=50, r=20, t=50 if title else 20, b=45), **kw)
+    fig.update_xaxes(**AXIS)
+    fig.update_yaxes(**AXIS)
+    fig.update_coloraxes(colorbar_tickfont=TEXT)
+    fig.update_traces(colorbar_tickfont=TEXT, selector=dict(type="heatmap"))
     return fig

@@ -97,9 +97,11 @@ def channel_mse_bars(channel_mse, n_show: int) -> go.Figure:
 
 # ---------------------------------------------------------------- attention maps and attributions
 
-def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
+def attention_grid(maps: dict[str, dict], image=None,
+                   title: str = "Attention maps (channel mean of squared activations, L2-normalised)") -> go.Figure:
     """Rows: models (``{label: {stage: (H, W) map}}``); columns: stages, each column on one
-    colour scale so models compare directly. ``image`` (C, H, W) is drawn underneath."""
+    colour scale so models compare directly; a model without a column's stage (a BYOT exit)
+    leaves its panel empty. ``image`` (C, H, W) is drawn underneath."""
     labels = list(maps)
     stages = list(dict.fromkeys(s for m in maps.values() for s in m))
     zmax = {s: max(float(_np(m[s]).max()) for m in maps.values() if s in m) for s in stages}
@@ -107,14 +109,19 @@ def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
                         horizontal_spacing=0.02, vertical_spacing=0.04)
     for r, label in enumerate(labels, 1):
         for c, stage in enumerate(stages, 1):
+            if stage not in maps[label]:
+                _note(fig, (r - 1) * len(stages) + c, "—")
+                continue
             if image is not None:
                 fig.add_trace(_gray(image), r, c)
-            fig.add_trace(go.Heatmap(z=_np(maps[label][stage]), colorscale=SEQUENTIAL, zmin=0, zmax=zmax[stage],
-                                     opacity=0.6 if image is not None else 1.0, showscale=False,
-                                     hovertemplate="attention %{z:.3f}<extra></extra>"), r, c)
+            z = _np(maps[label][stage])
+            fig.add_trace(go.Heatmap(z=z / (zmax[stage] or 1.0), customdata=z, coloraxis="coloraxis",
+                                     opacity=0.6 if image is not None else 1.0,
+                                     hovertemplate="attention %{customdata:.3f}<extra></extra>"), r, c)
     _image_axes(fig, len(labels) * len(stages))
-    return layout(fig, "Attention maps (channel mean of squared activations, L2-normalised)",
-                  height=60 + 200 * len(labels))
+    fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
+                                     colorbar=dict(title="÷ largest<br>in column")))
+    return layout(fig, title, height=60 + 200 * len(labels))
 
 
 def at_distance_bars(distances: dict[str, dict[str, float]], methods: dict[str, str]) -> go.Figure:
@@ -145,10 +152,12 @@ def attribution_grid(attrs: dict[str, dict], image=None, clip: float = 99.0) -> 
             lim = float(np.percentile(np.abs(a), clip)) or float(np.abs(a).max()) or 1.0
             if image is not None:
                 fig.add_trace(_gray(image), r, c)
-            fig.add_trace(go.Heatmap(z=a, colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim, showscale=False,
+            fig.add_trace(go.Heatmap(z=np.clip(a / lim, -1, 1), customdata=a, coloraxis="coloraxis",
                                      opacity=0.7 if image is not None else 1.0,
-                                     hovertemplate="attribution %{z:.2e}<extra></extra>"), r, c)
+                                     hovertemplate="attribution %{customdata:.2e}<extra></extra>"), r, c)
     _image_axes(fig, len(labels) * len(methods))
+    fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmin=-1, cmax=1,
+                                     colorbar=dict(title=f"÷ {clip:g}th pct.<br>of |attribution|")))
     return layout(fig, f"Attributions (red: raises the class score, blue: lowers it; clipped at the "
                        f"{clip:g}th percentile)", height=60 + 200 * len(labels))
 
@@ -170,10 +179,15 @@ def fsp_grid(pairs, teacher_label: str = "Teacher", student_label: str = "Studen
         else:
             _note(fig, 3 * r, f"channels differ<br>{gt.shape} vs {gs.shape}")
         for c, (z, zlim) in enumerate(panels, 1):
-            fig.add_trace(go.Heatmap(z=z, colorscale=DIVERGING, zmid=0, zmin=-zlim, zmax=zlim, showscale=False,
-                                     hovertemplate="channel %{y} → channel %{x}<br>G = %{z:.3f}<extra></extra>"),
-                          r, c)
+            fig.add_trace(go.Heatmap(z=z / zlim, customdata=z, coloraxis="coloraxis" if c < 3 else "coloraxis2",
+                                     hovertemplate="channel %{y} → channel %{x}<br>G = %{customdata:.3f}"
+                                                   "<extra></extra>"), r, c)
     _image_axes(fig, 3 * len(pairs), square=False)
+    scale = dict(colorscale=DIVERGING, cmin=-1, cmax=1)
+    fig.update_layout(coloraxis=dict(**scale, colorbar=dict(title="G ÷ the row's<br>largest |G|", x=1.02, len=0.45,
+                                                            y=0.75)),
+                      coloraxis2=dict(**scale, colorbar=dict(title="difference ÷<br>its largest", x=1.02, len=0.45,
+                                                             y=0.25)))
     return layout(fig, "FSP matrices G = F₁ᵀF₂ / (h·w) (rows: channel of the first map, columns: of the last)",
                   height=60 + 220 * len(pairs))
 

@@ -23,8 +23,11 @@ def shift_curve(shifts, errors, class_errors, digits: str, plural: str, n_test: 
                                (chosen_shift, f"slider {chosen_shift:+.1f}", "solid", "bottom right")):
         fig.add_vline(x=x, line=dict(color="#444444", dash=dash, width=1), annotation_text=text,
                       annotation_position=pos)
+    # Far shifts make thousands of errors; fit the axis to the marked shifts' range instead.
+    shifts, marked = np.asarray(shifts), (0.0, paper_shift, best_shift, chosen_shift)
+    top = max(np.asarray(errors)[np.abs(shifts - m).argmin()] for m in marked)
     return layout(fig, f"Errors vs shift of the output bias of {digits}", xaxis_title="bias shift (logit units)",
-                  yaxis_title="errors (images)", yaxis_rangemode="tozero",
+                  yaxis_title="errors (images)", yaxis_range=[0, 1.3 * top],
                   legend=dict(orientation="h", y=-0.25))
 
 

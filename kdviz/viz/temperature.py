@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import METHOD_COLORS, layout
+from . import METHOD_COLORS, layout, temperature_axis
 from .dark import image_trace
 
 TEACHER = METHOD_COLORS["teacher"]
@@ -28,7 +28,7 @@ def image_strip(images, captions: list[str], selected: int | None = None) -> go.
         fig.add_trace(image_trace(image), 1, k + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_annotations(font_size=10)
+    fig.update_annotations(font_size=12)
     return layout(fig, height=190).update_layout(margin=dict(l=10, r=10, t=60, b=5))
 
 
@@ -54,10 +54,10 @@ def probability_bars(series: list[tuple[str, np.ndarray, str]], classes: list[st
 def logit_bars(logits: np.ndarray, classes: list[str]) -> go.Figure:
     """The logits z themselves: the softmax at T divides these by T."""
     fig = go.Figure(go.Bar(x=classes, y=logits, marker_color=TEACHER,
-                           hovertemplate="%{x}: z = %{y:.2f}<extra></extra>"))
+                           hovertemplate="%{x}: v = %{y:.2f}<extra></extra>"))
     fig.update_xaxes(title_text="class", type="category")
-    fig.update_yaxes(title_text="logit z (no unit)")
-    return layout(fig, "Teacher's logits z")
+    fig.update_yaxes(title_text="logit v (no unit)")
+    return layout(fig, "Teacher's logits v")
 
 
 def small_multiples(probs: np.ndarray, temperatures, classes: list[str], log_y: bool = False) -> go.Figure:
@@ -70,8 +70,8 @@ def small_multiples(probs: np.ndarray, temperatures, classes: list[str], log_y: 
     _probability_axis(fig, log_y, col=1)
     if log_y:
         fig.update_yaxes(type="log", range=[-6, 0])
-    fig.update_xaxes(type="category", tickfont_size=9)
-    return layout(fig, height=260)
+    fig.update_xaxes(type="category", tickangle=-90)
+    return layout(fig, height=300)
 
 
 def _line(fig: go.Figure, x, y, name: str, color: str, dash: str, col: int, show: bool) -> None:
@@ -96,7 +96,7 @@ def temperature_curves(temperatures, entropy: np.ndarray, max_prob: np.ndarray, 
         _line(fig, [T, T], [0, top], f"T = {T:g} (slider)", CURRENT_T, "solid", col, col == 1)
         if np.isfinite(t_ratio) and t_ratio > 0:
             _line(fig, [t_ratio, t_ratio], [0, top], ratio_label, "#1f77b4", "dot", col, col == 1)
-    fig.update_xaxes(type="log", title_text="temperature T (log scale)")
+    temperature_axis(fig)
     fig.update_yaxes(title_text="entropy (bits)", range=[0, max_entropy * 1.05], col=1)
     fig.update_yaxes(title_text="probability", range=[0, 1.02], col=2)
     return layout(fig, height=340, legend=dict(orientation="h", y=-0.3))
@@ -111,8 +111,8 @@ def t_squared_rule(grads) -> go.Figure:
         go.Scatter(x=grads.temperatures, y=grads.without_t2, name="without T²: shrinks as 1/T²",
                    line=dict(color="#7f7f7f", dash="dash"), hovertemplate=hover),
     ])
-    fig.update_xaxes(type="log", title_text="temperature T (log scale)")
-    fig.update_yaxes(type="log", exponentformat="power", title_text="‖gradient‖ w.r.t. student logits")
+    temperature_axis(fig)
+    fig.update_yaxes(type="log", title_text="‖gradient‖ w.r.t. student logits z")
     return layout(fig, "The T² rule: gradient of the soft term", height=440,
                   legend=dict(orientation="h", y=-0.2))
 
@@ -121,15 +121,15 @@ def logit_matching_limit(grads) -> go.Figure:
     """The exact KD gradient (no T²) meeting (z_s − z_t)/(N·T²) as T grows (top), and their relative gap."""
     hover = "T = %{x:.3g}: %{y:.3g}<extra></extra>"
     fig = make_subplots(2, 1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4])
-    fig.add_trace(go.Scatter(x=grads.temperatures, y=grads.without_t2, name="exact ∂KL/∂z_s = (q − p)/T",
+    fig.add_trace(go.Scatter(x=grads.temperatures, y=grads.without_t2, name="exact ∂C/∂z = (q − p)/T",
                              line_color="#1f77b4", hovertemplate=hover), 1, 1)
-    fig.add_trace(go.Scatter(x=grads.temperatures, y=grads.logit_matching, name="limit (z_s − z_t)/(N·T²)",
+    fig.add_trace(go.Scatter(x=grads.temperatures, y=grads.logit_matching, name="limit (z − v)/(N·T²)",
                              line=dict(color="#ff7f0e", dash="dash"), hovertemplate=hover), 1, 1)
     fig.add_trace(go.Scatter(x=grads.temperatures, y=grads.relative_error, name="relative difference",
                              line_color="#111111", showlegend=False, hovertemplate=hover), 2, 1)
-    fig.update_xaxes(type="log")
+    temperature_axis(fig, title="")
     fig.update_xaxes(title_text="temperature T (log scale)", row=2, col=1)
-    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_yaxes(type="log")
     fig.update_yaxes(title_text="‖gradient‖", row=1, col=1)
     fig.update_yaxes(title_text="‖exact − limit‖ / ‖limit‖", row=2, col=1)
     return layout(fig, "High T: KD becomes logit matching", height=440, legend=dict(orientation="h", y=-0.2))
