@@ -27,7 +27,8 @@ LABEL_PREFIX = "Privileged · "
 
 @dataclass
 class PrivilegedConfig:
-    """The two students' settings; defaults from the pilot in the issue-20 recipes (kdviz/pretrain.py)."""
+    """The two students' settings; the defaults fit a laptop CPU (CPU estimates with the issue-20
+    recipes, kdviz/pretrain.py)."""
     teacher: str
     student: str = "cnn_s"
     view: str = "lowres7"

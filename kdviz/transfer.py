@@ -35,7 +35,8 @@ SETS = {
 
 @dataclass
 class TransferConfig:
-    """The experiment's settings; defaults from the pilot in the issue-20 recipes (kdviz/pretrain.py)."""
+    """The experiment's settings. The defaults fit a laptop CPU (CPU estimate with the issue-20
+    recipes, kdviz/pretrain.py)."""
     teacher: str
     student: str = "cnn_s"
     synthetic: str = ""  # a data-free run whose images are one transfer set (left out when empty)
