@@ -115,7 +115,7 @@ def live(run_id: str, polling: bool) -> None:
 st.subheader("What the teacher dreams")
 live(run.id, bool(job and job.active))
 
-info, summary = datafree.synthesis_info(common.store(), run.id), common.store().get(run.id).summary
+info, summary = datafree.synthesis_info(common.store(), run.id), run.summary
 if info and "test_acc" in summary:
     st.subheader("The student taught on dreams alone")
     c1, c2, c3 = st.columns(3)

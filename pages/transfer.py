@@ -4,6 +4,7 @@ import functools
 import streamlit as st
 
 from kdviz import transfer
+from kdviz.store import RunError
 from kdviz.viz import beyond as viz
 from pages import common, job_view
 
@@ -91,7 +92,10 @@ def chart(polling: bool) -> None:
     plain = runs.get("plain")
     plain_acc = plain.summary.get("test_acc") if plain and plain.status == "done" else None
     teacher_id = next(iter(runs.values())).config["teacher"]
-    teacher_acc = common.store().get(teacher_id).summary.get("test_acc")
+    try:
+        teacher_acc = common.store().get(teacher_id).summary.get("test_acc")
+    except RunError:  # the teacher run was deleted since: the bars stand without its line
+        teacher_acc = None
     st.plotly_chart(viz.transfer_bars(rows, plain_acc, teacher_acc), key=f"tr_bars_{len(rows)}")
     st.dataframe([{"transfer set": r["name"], "images": r["images"], "MNIST test accuracy (%)":
                    round(100 * r["test_acc"], 2), "run": r["run_id"]} for r in rows], hide_index=True)

@@ -139,6 +139,11 @@ def test_page_draws_the_bars_with_the_plain_and_teacher_lines(tiny_store, app_st
     assert any(t.startswith("teacher: ") for t in lines) and any(t.startswith("plain student") for t in lines)
     assert len(at.dataframe[0].value) == 4
     assert any("soft targets only" in i.value for i in at.info)  # the page says why alpha = 1
+    store.delete(cfg.teacher)  # the bars outlive their teacher, without its line
+    at.run()
+    assert not at.exception, at.exception
+    spec = json.loads([c for c in at.get("plotly_chart") if "-tr_bars_" in c.proto.id][0].proto.spec)
+    assert not any(a["text"].startswith("teacher: ") for a in spec["layout"]["annotations"])
 
 
 def test_shipped_recipes_train_exactly_the_planned_runs():
