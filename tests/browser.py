@@ -5,6 +5,7 @@ flags a closed network needs; tests skip cleanly where it is not installed.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -25,11 +26,7 @@ PAGES = ["", "temperature", "dark_knowledge", "train", "compare", "sweep", "hint
 def browser_available() -> bool:
     if not Path(CHROMIUM).exists():
         return False
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("playwright") is not None
 
 
 def free_port() -> int:
