@@ -32,7 +32,7 @@ def test_manifest_covers_every_recipe_and_folder():
 
 def test_the_set_is_small_and_has_no_data():
     files = [p for p in ASSETS.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    assert sum(p.stat().st_size for p in files) <= 45 * 2**20  # issue 16: assets/ ≤ 45 MB
     assert {p.suffix for p in files} <= {".json", ".jsonl", ".pt", ".npy"}  # .npy: each run's test-set logits
 
 
