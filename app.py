@@ -2,7 +2,7 @@
 import streamlit as st
 
 from kdviz import data, jobs
-from pages import common, job_view
+from pages import common, job_view, lecture
 
 
 # How often each tab's sidebar looks at the job list: often while a job runs, and
@@ -64,5 +64,6 @@ nav = st.navigation({
                            st.Page("pages/fsp.py", title="FSP matrices", icon=":material/grid_on:")],
     "Replay": [st.Page("pages/hinton.py", title="Hinton's omitted 3", icon=":material/replay:")],
 })
-sidebar()
-nav.run()
+with lecture.session(nav):  # classroom mode: the share panel, or following the lecturer
+    sidebar()
+    nav.run()

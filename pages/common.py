@@ -12,6 +12,7 @@ import torch
 
 from kdviz import data, jobs, methods, models, train
 from kdviz.store import RunError, RunStore
+from pages.classroom import action_button, guard, shared  # noqa: F401  (pages call common.action_button, .shared)
 
 # A folder named pages/ beside app.py makes Streamlit start each process in its
 # legacy multipage mode until st.navigation first runs: a tab that opens (or
@@ -26,14 +27,21 @@ if PagesManager.uses_pages_directory:
 
 
 @st.cache_resource
-def store() -> RunStore:
+def _store() -> RunStore:
     return RunStore()
 
 
 @st.cache_resource
-def manager() -> jobs.JobManager:
-    """The one job manager of this process, shared by every browser tab and kept across refreshes."""
-    return jobs.JobManager(store())
+def _manager() -> jobs.JobManager:  # the one of this process, shared by every tab, kept across refreshes
+    return jobs.JobManager(_store())
+
+
+def store() -> RunStore:  # what every page acts through: a viewer's refuses any change (pages/classroom.py)
+    return guard(_store())
+
+
+def manager() -> jobs.JobManager:  # likewise: a viewer's refuses starting, cancelling, changing settings
+    return guard(_manager())
 
 
 @st.cache_resource(show_spinner="Loading dataset…")

@@ -112,7 +112,7 @@ with left:
         problem = f"teachers: an ensemble needs two or more finished teacher runs on {ds} (train them as Plain)"
     if problem:
         st.error(f"Cannot start: {problem}")
-    if st.button("Start training", type="primary", disabled=bool(problem), key="train_start"):
+    if common.action_button("Start training", "submit", type="primary", disabled=bool(problem), key="train_start"):
         try:
             if new_teacher or twin:
                 label = jobs.describe(student_cfg) + (" + plain twin" if twin else "")
@@ -150,12 +150,12 @@ else:
             st.caption("Nothing to delete: shipped pretrained runs and running runs cannot be deleted.")
         else:
             victim = st.selectbox("Run", deletable, key="delete_pick")
-            if st.button("Delete…", key="delete_ask"):
+            if common.action_button("Delete…", "delete", key="delete_ask"):
                 st.session_state["delete_confirm"] = victim
             if st.session_state.get("delete_confirm") == victim:
                 st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
                 yes, no = st.columns(2)
-                if yes.button("Yes, delete it", type="primary", key="delete_yes"):
+                if common.action_button("Yes, delete it", "delete", yes, type="primary", key="delete_yes"):
                     common.store().delete(victim)
                     del st.session_state["delete_confirm"]
                     st.rerun()

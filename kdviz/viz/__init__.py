@@ -8,11 +8,12 @@ import plotly.io as pio
 # Readable on a projector: 14 px dark text everywhere (ticks, legends, annotations inherit it),
 # and powers of ten as 10⁻³, never SI prefixes ("1µ" for a probability of 10⁻⁶).
 _AXIS = dict(tickfont=dict(size=14, color="#222222"), exponentformat="power")
-pio.templates["kdviz"] = go.layout.Template(layout=dict(
+# Merged once into one named template: a default of "plotly_white+kdviz" is merged again for every
+# figure (15 ms of CPU each, most of a slider move's cost), and passing template= costs ~40 ms.
+pio.templates["kdviz"] = pio.templates.merge_templates("plotly_white", go.layout.Template(layout=dict(
     font=dict(size=14, color="#222222"), xaxis=_AXIS, yaxis=_AXIS,
-    coloraxis=dict(colorbar=dict(tickfont=dict(size=14)))))
-# Set once: passing template= on every figure costs ~40 ms per figure to resolve.
-pio.templates.default = "plotly_white+kdviz"
+    coloraxis=dict(colorbar=dict(tickfont=dict(size=14))))))
+pio.templates.default = "kdviz"
 
 # One colour per method, used by every page (plotly's D3/Plotly palette).
 METHOD_COLORS = {
