@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, no install
 from kdviz import data, replay
-from kdviz.cli import ForegroundContext
+from kdviz.cli import foreground
 from kdviz.store import RunStore
 
 
@@ -30,7 +30,7 @@ def main() -> int:
     cfg = replay.ReplayConfig(group=replay.new_group_id(), **{k: v for k, v in vars(args).items()
                                                                 if k in replay.ReplayConfig.__dataclass_fields__})
     store = RunStore(args.runs or tempfile.mkdtemp(prefix="kdviz-hinton-"), readonly={})
-    runs = replay.run(ForegroundContext(store), cfg)["runs"]
+    runs = replay.run(foreground(store), cfg)["runs"]
 
     ds = data.load("mnist")
     y = ds.test_y.numpy()

@@ -203,3 +203,26 @@ def dark_knowledge_examples(logits, labels, top: int = 8) -> tuple[np.ndarray, n
     correct = np.flatnonzero(predictions(logits) == labels)
     best = correct[np.argsort(-wrong_mass[correct], kind="stable")[:top]]
     return best, wrong_mass[best]
+
+
+def dkd_split(teacher_logits, student_logits, labels, T: float) -> dict[str, float]:
+    """Decoupled KD (Zhao et al. 2022) over a test set at temperature T, in nats, before T²: mean TCKD,
+    mean NCKD, mean (1 − p_t)·NCKD (NCKD as classic KD weights it) and KD itself, which is exactly
+    TCKD + (1 − p_t)·NCKD; ``weight`` is the mean 1 − p_t of the teacher."""
+    t, s = _as_tensor(teacher_logits), _as_tensor(student_logits)
+    tckd, nckd, p_t = losses.dkd_parts(s, t, torch.as_tensor(np.asarray(labels)), T)
+    return {"tckd": float(tckd.mean()), "nckd": float(nckd.mean()), "kd_nckd": float(((1 - p_t) * nckd).mean()),
+            "weight": float((1 - p_t).mean()), "kd": float(losses.kd_loss(s, t, T)) / T**2}
+
+
+def nearest_neighbours(distances, query: int, k: int = 6) -> np.ndarray:
+    """The ``k`` images closest to ``query`` by a distance matrix, closest first (itself left out):
+    the ranking that DarkRank transfers (Chen, Wang & Zhang 2018)."""
+    d = np.asarray(distances, dtype=np.float64)[query].copy()
+    d[query] = np.inf
+    return np.argsort(d, kind="stable")[:k]
+
+
+def standardized(logits) -> np.ndarray:
+    """Logit standardisation (Sun et al., CVPR 2024): each logit vector z-scored, as ``logit_standardize`` trains."""
+    return losses.zscore(_as_tensor(logits)).numpy()

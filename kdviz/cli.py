@@ -1,29 +1,23 @@
-"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|runs`` (the same engine as the app)."""
+"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|resume|runs`` (the same engine as the app).
+
+Expected errors (a bad value, missing or damaged data, a run that cannot be used, a full
+disk) print one ``error: …`` line and exit 2; a traceback means a bug (or ``--debug``).
+Ctrl-C cancels the run in training (status cancelled, resumable) and exits 130.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-import time
 from pathlib import Path
 
-from . import compare, data, methods, models, replay, sweep
-from .store import RunStore
-from .train import TrainConfig, resolve_device, train, train_all
+from . import compare, data, jobs, methods, models, pretrain, replay, sweep
+from .progress import ProgressBar
+from .store import RunError, RunStore
+from .train import NonFiniteLoss, TrainConfig, failure_reason, resolve_device, resume, train, train_all
 
-
-class ProgressBar:
-    """A one-line text progress bar on stderr: the CLI's view of ``on_row``."""
-
-    def __init__(self, width: int = 30):
-        self.width, self.t0 = width, time.time()
-
-    def __call__(self, row: dict, frac: float) -> None:
-        filled = int(frac * self.width)
-        acc = f" test acc {row['test_acc']:.4f}" if "test_acc" in row else f" loss {row.get('loss', 0):.4f}"
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {frac:6.1%} "
-                         f"{row.get('stage', '')} ep {row.get('epoch', '')}{acc} {time.time() - self.t0:6.1f}s ")
-        sys.stderr.flush()
+EXPECTED = (ValueError, RunError, data.DataUnavailable, NonFiniteLoss, OSError)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -47,27 +41,68 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
 
 
+def _add_settings(p: argparse.ArgumentParser, names: list[str]) -> None:
+    """One option per setting that the methods ``names`` declare (``Method.settings``) and that ``p``
+    does not have yet: ``--dkd-beta``, ``--logit-standardize``, ... typed by the config field's default."""
+    defaults = TrainConfig()
+    for name in names:
+        for fld, (label, _) in methods.get(name).settings.items():
+            if p.get_default(fld) is not None:  # added already (settings all have a default)
+                continue
+            default, flag = getattr(defaults, fld), "--" + fld.replace("_", "-")
+            if isinstance(default, bool):
+                p.add_argument(flag, action="store_true", help=f"{methods.get(name).name}: {label}")
+            else:
+                p.add_argument(flag, type=type(default), default=default,
+                               help=f"{methods.get(name).name}: {label} (default {default:g})")
+
+
 def _config(args, **overrides) -> TrainConfig:
     fields = TrainConfig().to_dict()
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     return TrainConfig.from_dict({**fields, **given, **overrides})
 
 
+def recipe_config(recipe) -> TrainConfig:
+    """The TrainConfig that ``python -m kdviz <recipe.command>`` would train (a ``pretrain.Recipe``)."""
+    return _config(parser().parse_args(shlex.split(recipe.command)))
+
+
+def run_recipe(recipe, store: RunStore) -> str:
+    """Carry out a shipped recipe's command in ``store``: the run id, or a sweep's group id."""
+    if recipe.is_sweep:
+        return run_sweep(parser().parse_args(shlex.split(recipe.command)), store)
+    return train(recipe_config(recipe), store, on_row=ProgressBar()).run_id
+
+
+def _inner(summary: dict) -> str:
+    """Accuracies a run measures besides its own (BYOT exits, a mean teacher), as ', exit1 0.9512'."""
+    return "".join(f", {k.removesuffix('_test_acc')} {v:.4f}" for k, v in summary.items()
+                   if k.endswith("_test_acc") and isinstance(v, float))
+
+
 def _run(cfg: TrainConfig, store: RunStore) -> int:
-    """Train every run the method needs (born-again: one per generation); the last run id ends the output."""
+    """Train every run the method needs (born-again: one per generation; TAKD: the assistant, then the
+    student); the last run id ends the output."""
     def announce(run_cfg, index, count):
         if count > 1:
-            print(f"\n[{index + 1}/{count}] {run_cfg.method} (generation {run_cfg.generation})", file=sys.stderr)
+            what = f"generation {run_cfg.generation}" if run_cfg.generation is not None else run_cfg.model
+            print(f"\n[{index + 1}/{count}] {run_cfg.method} ({what})", file=sys.stderr)
 
-    try:
-        results = train_all(cfg, store, on_row=ProgressBar(), on_run=announce)
-    except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
-    for result in results:
-        s = result.summary
-        print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors), "
-              f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
+    for result in train_all(cfg, store, on_row=ProgressBar(), on_run=announce):
+        _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    s = result.summary
+    print(f"\n{result.status}: test accuracy {s['test_acc']:.4f} ({s['test_errors']} errors{_inner(s)}), "
+          f"{s['train_time_s']:.1f}s\nrun id: {result.run_id}")
+
+
+def cmd_resume(args, store: RunStore) -> int:
+    """Continue an interrupted or cancelled run from its last epoch checkpoint."""
+    _print_result(resume(args.run_id, store, on_row=ProgressBar()))
     return 0
 
 
@@ -84,18 +119,14 @@ def cmd_runs(store: RunStore) -> int:
 def cmd_compare(args, store: RunStore) -> int:
     """Train every compared method that fits teacher and student (times --seeds), one after
     another, then write the comparison table as CSV and Markdown."""
-    try:
-        configs, notes = compare.plan(store, _config(args), args.seeds)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    configs, notes = compare.plan(store, _config(args), args.seeds, tuple(args.methods))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     run_ids = []
     for i, cfg in enumerate(configs, 1):
         print(f"\n[{i}/{len(configs)}] {cfg.label}", file=sys.stderr)
-        try:
-            result = train(cfg, store, on_row=ProgressBar())
+        try:  # every run the method needs (TAKD: its assistant first); the last one is the compared student
+            result = train_all(cfg, store, on_row=ProgressBar())[-1]
         except Exception as e:  # recorded as failed in the store; the other methods still run
             print(f"\n{cfg.label} failed and is left out of the table: {e}", file=sys.stderr)
             continue
@@ -111,25 +142,19 @@ def cmd_compare(args, store: RunStore) -> int:
     return 0
 
 
-class ForegroundContext:
-    """What a job's task function gets (``kdviz.jobs.JobContext``), for running the task
-    right here: a header per stage and a ProgressBar on stderr; Ctrl-C stops it."""
+def foreground(store: RunStore) -> jobs.JobContext:
+    """The context a job's task gets (``kdviz.jobs.JobContext``), for running the task right
+    here: its events become a header per stage and a ProgressBar on stderr; Ctrl-C stops it."""
+    bar = [ProgressBar()]
 
-    def __init__(self, store: RunStore):
-        self.store, self.bar = store, ProgressBar()
-
-    def should_stop(self) -> bool:
-        return False
-
-    def set_stage(self, name: str, index: int = 0, count: int = 1, work=None) -> None:
-        print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
-        self.bar = ProgressBar()
-
-    def add_run(self, run_id: str) -> None:
-        pass
-
-    def train(self, cfg: TrainConfig):
-        return train(cfg, self.store, on_row=self.bar)
+    def show(event: tuple) -> None:
+        if event[0] == "stage":
+            _, name, index, count, _ = event
+            print(f"\n[{index + 1}/{count}] {name}", file=sys.stderr)
+            bar[0] = ProgressBar()
+        elif event[0] == "row":
+            bar[0](event[1], event[2])
+    return jobs.JobContext(store, show, lambda: False)
 
 
 def _ray_address(args) -> str | None:
@@ -154,7 +179,7 @@ def run_sweep(args, store: RunStore) -> str:
     where = f"Ray at {address or 'a local Ray'}" if address is not None else f"this machine, {args.workers} at a time"
     print(f"sweep {plan.group}: {len(plan.points())} points, {left} to train, on {where}", file=sys.stderr)
     if address is not None:
-        sweep.run_on_ray(ForegroundContext(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
+        sweep.run_on_ray(foreground(store), plan.group, address, args.cpus_per_point, args.gpus_per_point)
         return plan.group
 
     bars: dict[str, ProgressBar] = {}
@@ -200,11 +225,7 @@ def cmd_replay(args, store: RunStore) -> int:
     fields = replay.ReplayConfig.__dataclass_fields__
     cfg = replay.ReplayConfig(group=replay.new_group_id(),
                               **{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    try:
-        runs = replay.run(ForegroundContext(store), cfg)["runs"]
-    except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
+    runs = replay.run(foreground(store), cfg)["runs"]
     ds = data.load("mnist", cfg.data_root)
     rows = replay.table(replay.stage_logits(store, runs, ds), ds.test_y.numpy())
     print(f"\n\nHinton, Vinyals & Dean 2015, §3 on {ds.source}, group {cfg.group}:\n"
@@ -213,36 +234,43 @@ def cmd_replay(args, store: RunStore) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The CLI's parser; ``kdviz.pretrain`` parses its recipes with it too."""
+    """The CLI's parser; ``recipe_config`` reads the shipped recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    teacher_free = [m for m in methods.METHODS if not methods.get(m).needs_teacher]
     p = sub.add_parser("train", help="train a teacher, a plain student, or a teacher-free method")
     p.add_argument("--model", required=True, choices=list(models.MODELS))
-    p.add_argument("--method", default="plain", choices=["plain", "dml", "bornagain"],
-                   help="dml: a cohort learning together; bornagain: generation 0 on labels, then self-distillation")
-    p.add_argument("--cohort", type=int, default=TrainConfig.cohort, help="dml: students in the cohort")
-    p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")
+    p.add_argument("--method", default="plain", choices=teacher_free,
+                   help="dml: a cohort learning together; bornagain: generation 0 on labels, then self-distillation; "
+                        "byot: self-distillation exits; meanteacher: a moving average of the student as its teacher")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
+    _add_settings(p, teacher_free)
     _add_common(p)
     p = sub.add_parser("distill", help="train a student from a teacher run")
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
     p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
-    p.add_argument("--method", default="kd", choices=[m for m in methods.METHODS if methods.get(m).needs_teacher
-                                                      or m in ("plain", "bornagain")],
-                   help="plain: labels only, with the teacher recorded (a comparison's baseline)")
+    p.add_argument("--method", default="kd", choices=list(methods.METHODS),
+                   help="a teacher-free method (plain, byot, meanteacher, ...) records the teacher only, "
+                        "as a comparison's baseline")
     p.add_argument("--teachers", nargs="*", default=[], help="ensemble: more teacher run ids")
     p.add_argument("--teacher-weights", type=float, nargs="*", default=[], help="ensemble: one weight per teacher")
-    p.add_argument("--generations", type=int, default=TrainConfig.generations, help="bornagain: KD generations")
+    p.add_argument("--assistant", default=None, choices=list(models.MODELS),
+                   help="takd: the assistant's architecture (default: the model halfway in parameters)")
+    p.add_argument("--assistant-run", default=None, help="takd: distil from this trained assistant run instead")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     p.add_argument("--beta", type=float, default=TrainConfig.beta)
     p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
+    _add_settings(p, list(methods.METHODS))
     _add_common(p)
-    p = sub.add_parser("compare", help="train plain, KD, FitNets, AT, FSP and KD+AT students as one group; "
-                                       "write the comparison table as CSV and Markdown")
+    p = sub.add_parser("compare", help="train plain, KD, FitNets, AT, FSP and KD+AT students (or --methods) as "
+                                       "one group; write the comparison table as CSV and Markdown")
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
     p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
+    p.add_argument("--methods", nargs="+", default=list(compare.COMPARED), choices=list(compare.ORDER),
+                   metavar="METHOD", help=f"the methods to compare (default: {' '.join(compare.COMPARED)}; "
+                                          f"any of {', '.join(compare.ORDER)})")
     p.add_argument("--seeds", type=int, default=1, help="runs per method, seeds --seed, --seed+1, ... (mean ± std)")
     p.add_argument("--T", type=float, default=TrainConfig.T)
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
@@ -290,26 +318,48 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device)
     p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
+    p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last epoch checkpoint")
+    p.add_argument("run_id", help="the run to continue (see `runs`)")
+    p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
     p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
     p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="regenerate only these checkpoints")
+    debug = "show the traceback of an expected error too"
+    ap.add_argument("--debug", action="store_true", help=debug)
+    for p in sub.choices.values():  # accepted after the command as well
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _command(args)
+    except KeyboardInterrupt as e:
+        print(f"\ncancelled (Ctrl-C){_notes(e)}", file=sys.stderr)
+        return 130
+    except EXPECTED as e:
+        if args.debug:
+            raise
+        print(f"\nerror: {failure_reason(e)}{_notes(e)}", file=sys.stderr)
+        return 2
+
+
+def _notes(e: BaseException) -> str:
+    """The run an error happened in (the trainer adds it as a note), for the error line."""
+    return "".join(f"; {note}" for note in getattr(e, "__notes__", []))
+
+
+def _command(args) -> int:
     if args.cmd == "pretrain":
-        from .pretrain import pretrain  # imports this module: import it only when asked
-        try:
-            pretrain(only=args.only)
-        except ValueError as e:
-            print(f"\nerror: {e}", file=sys.stderr)
-            return 2
+        pretrain.pretrain(pretrain.RECIPES, run_recipe, only=args.only)
         return 0
     store = RunStore(args.runs)
     if args.cmd == "runs":
         return cmd_runs(store)
+    if args.cmd == "resume":
+        return cmd_resume(args, store)
     if args.cmd == "compare":
         return cmd_compare(args, store)
     if args.cmd == "sweep":

@@ -22,7 +22,18 @@ import torch
 from . import data, methods, metrics, models, train
 from .store import RunError, RunInfo, RunStore
 
-COMPARED = ("plain", "kd", "fitnet", "at", "fsp", "kd_at")
+COMPARED = ("plain", "kd", "fitnet", "at", "fsp", "kd_at")  # the default group
+# Named groups of methods that answer one question each; every method in them fits a one-teacher table
+# (teacher-free ones record the teacher as a baseline, as "plain" does).
+SETS = {
+    "Classic: KD, hints, attention, FSP (2015–2017)": COMPARED,
+    "Logits: KD vs decoupled KD": ("plain", "kd", "dkd"),
+    "Capacity gap: KD vs a teacher assistant": ("plain", "kd", "takd"),
+    "Relations: RKD vs DarkRank rankings": ("plain", "kd", "rkd", "darkrank"),
+    "Attention: activations vs input gradients": ("plain", "at", "at_grad"),
+    "Own teacher: self-distillation and mean teacher": ("plain", "kd", "byot", "meanteacher"),
+}
+ORDER = tuple(dict.fromkeys(m for group in SETS.values() for m in group))  # rows and legends in this order
 GROUP_PREFIX = "compare-"
 LATENCY_BATCHES = (1, 256)
 ECE_BINS = 15
@@ -32,16 +43,18 @@ def new_group_id() -> str:
     return f"{GROUP_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list[train.TrainConfig], list[str]]:
-    """Configs for every compared method that fits teacher ``base.teacher`` and student
+def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1,
+         compared: tuple[str, ...] = COMPARED) -> tuple[list[train.TrainConfig], list[str]]:
+    """Configs for every method of ``compared`` that fits teacher ``base.teacher`` and student
     ``base.model`` (times ``seeds`` seeds, counting up from ``base.seed``), all in one group
     (``base.group``, else a new id; always starting with GROUP_PREFIX), and one note per
     method that does not fit.
 
-    A method fits when the trainer's layer checks pass and every loss term of every
-    stage computes on a probe batch (AT and FSP need conv feature maps, FSP equal
-    channel widths, Yim et al. 2017; a FitNets hint must be reachable from the
-    guided layer), so a method left out is one whose run would fail.
+    A method fits when its runs can be planned (TAKD finds an assistant), its layer
+    checks pass and every loss term of every stage computes on a probe batch (AT and
+    FSP need conv feature maps, FSP equal channel widths, Yim et al. 2017; a FitNets
+    hint must be reachable from the guided layer; BYOT needs a CNN), so a method left
+    out is one whose run would fail.
     """
     group = base.group or new_group_id()
     if not group.startswith(GROUP_PREFIX):
@@ -52,6 +65,7 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     if seeds < 1:
         raise ValueError("seeds: at least one seed per method")
     shape = data.SHAPES[base.dataset]
+    train.check_teacher(store, base.teacher, base.dataset)
     try:
         t_model, _ = store.load_model(base.teacher)
     except RunError as e:
@@ -59,12 +73,11 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     if tuple(t_model.in_shape) != shape:
         raise ValueError(f"teacher: run {base.teacher} was trained on {tuple(t_model.in_shape)} images, "
                          f"not {data.TITLES[base.dataset]} {shape}")
-    s_model = models.build(base.model, shape, len(data.CLASSES[base.dataset])).eval()
     configs, notes = [], []
-    for name in COMPARED:
+    for name in compared:
         cfg = dataclasses.replace(base, method=name)
         try:
-            _probe(cfg, s_model, t_model)
+            _probe(train.validate(cfg), store, t_model)
         except ValueError as e:
             notes.append(f"{methods.get(name).label} is left out ({base.model} ← {t_model.arch}): {e}")
             continue
@@ -77,18 +90,23 @@ def plan(store: RunStore, base: train.TrainConfig, seeds: int = 1) -> tuple[list
     return configs, notes
 
 
-@torch.no_grad()
-def _probe(cfg: train.TrainConfig, student: models.TapModel, teacher: models.TapModel) -> None:
-    """Compute every loss term of ``cfg.method`` once on two blank images; raises on misfit."""
-    x = torch.zeros(2, *student.in_shape)
-    (s_logits, s_feats), (t_logits, t_feats) = student.features(x), teacher.features(x)
-    cfg = train._resolve_layers(cfg, student, teacher, s_feats, t_feats)
+def _probe(cfg: train.TrainConfig, store: RunStore, teacher: models.TapModel) -> None:
+    """Plan ``cfg``'s runs and compute every loss term of its method once on two blank images,
+    through the method's own hooks, as the trainer would; raises on misfit."""
     method = methods.get(cfg.method)
-    step = methods.Step(torch.zeros(2, dtype=torch.long), s_logits, s_feats, t_logits, t_feats,
-                        method.extras(s_feats, t_feats, cfg))
+    next(method.runs(cfg, store))
+    student = method.build_student(cfg, data.SHAPES[cfg.dataset], len(data.CLASSES[cfg.dataset])).eval()
+    t_model = method.build_teacher(cfg, lambda run_id: teacher, student)
+    x, y = torch.zeros(2, *student.in_shape), torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        s_feats, t_feats = student.features(x)[1], t_model.features(x)[1] if t_model is not None else {}
+    cfg = method.resolve_layers(cfg, student, t_model, s_feats, t_feats)
+    extras = method.extras(s_feats, t_feats, cfg)
     with warnings.catch_warnings():  # a misfit may warn before it raises; the raise is what counts
         warnings.simplefilter("ignore")
         for stage in method.stages(cfg):
+            step = method.forward(cfg, stage, student, t_model, x, y)
+            step.extras = extras
             for term in stage.weights:
                 methods.TERMS[term].fn(step, cfg)
 
@@ -148,8 +166,8 @@ def _params(config: dict) -> int:
 
 
 def _rank(method: str) -> int:
-    """Rows and legends list the teacher, then COMPARED's methods in order, then any others."""
-    order = ("teacher", *COMPARED)
+    """Rows and legends list the teacher, then ORDER's methods in order, then any others."""
+    order = ("teacher", *ORDER)
     return order.index(method) if method in order else len(order)
 
 
@@ -208,7 +226,7 @@ def evaluate(teacher: Member, students: list[Member], labels, classes: list[str]
     model_of = by.model.first().reindex(order)
     std = by.test_acc.std().reindex(order)  # sample std over seeds
     configs = {key: m.run.config for key, m in members}
-    same_machine = runs.machine.nunique() == 1  # train times compare only when measured on one machine
+    same_machine = runs.machine.nunique(dropna=False) <= 1  # train times compare only when from one machine
     table = pd.DataFrame({
         "method": [label(k, model_of[k]) for k in order],
         "model": model_of.values,
@@ -291,6 +309,46 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(cell(v, c) for c, v in row.items()) + " |" for _, row in shown.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def takd_chains(store: RunStore, runs: list[RunInfo]) -> pd.DataFrame:
+    """TAKD's capacity ladder (Mirzadeh et al. 2020): for every TAKD student among ``runs``, the test
+    accuracy of its teacher, its assistant and itself, beside the mean of the plain KD students of the
+    same architecture and teacher among ``runs`` (NaN when there is none). One row per TAKD run."""
+    rows = []
+    for r in runs:
+        c = r.config
+        if c.get("method") != "takd" or not c.get("assistant_run"):
+            continue
+        try:
+            teacher, assistant = store.get(c["teacher"]), store.get(c["assistant_run"])
+        except RunError:
+            continue  # a deleted teacher or assistant: no chain to draw
+        direct = [o.summary["test_acc"] for o in runs if o.config.get("method") == "kd" and "test_acc" in o.summary
+                  and o.config.get("teacher") == c["teacher"] and o.config.get("model") == c.get("model")]
+        rows.append({"run": r.id, "teacher": teacher.config.get("model"), "assistant": assistant.config.get("model"),
+                     "student": c.get("model"), "teacher acc (%)": 100 * teacher.summary.get("test_acc", math.nan),
+                     "assistant acc (%)": 100 * assistant.summary.get("test_acc", math.nan),
+                     "student acc (%)": 100 * r.summary.get("test_acc", math.nan),
+                     "direct KD acc (%)": 100 * float(np.mean(direct)) if direct else math.nan})
+    return pd.DataFrame(rows, columns=["run", "teacher", "assistant", "student", "teacher acc (%)",
+                                       "assistant acc (%)", "student acc (%)", "direct KD acc (%)"])
+
+
+def inner_accuracies(runs: list[RunInfo]) -> pd.DataFrame:
+    """Accuracies a run measures besides its own: every BYOT exit, a mean teacher's moving average.
+    Long form: one row per run and model part, in the order the run logged them, the run itself last."""
+    rows = []
+    for r in runs:
+        parts = [(k.removesuffix("_test_acc"), v) for k, v in r.summary.items()
+                 if k.endswith("_test_acc") and k != "fp32_test_acc" and isinstance(v, (int, float))]
+        if parts and "test_acc" in r.summary:
+            final = "deepest exit (the network)" if r.config.get("method") == "byot" else "student"
+            named = [(part.replace("exit", "exit ").replace("teacher", "EMA teacher"), acc) for part, acc in parts]
+            for part, acc in [*named, (final, r.summary["test_acc"])]:
+                rows.append({"run": r.id, "method": r.config.get("method", "plain"), "part": part,
+                             "test accuracy (%)": 100 * acc})
+    return pd.DataFrame(rows, columns=["run", "method", "part", "test accuracy (%)"])
 
 
 def teacher_free(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:

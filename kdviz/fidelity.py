@@ -58,7 +58,7 @@ def hinton_claims(manifest: dict, store: RunStore, ds: data.Dataset | None) -> l
         right = 1 - got["omit3_shifted_threes"] / threes
         rows.append(Claim("Omitted 3, bias of 3 raised by 3.5: ≥ 98 % of the 3s right", "14 of 1,010 wrong: 98.6 %",
                           f"{got['omit3_shifted_threes']} of {threes:,} wrong: {100 * right:.1f} %", right >= 0.98))
-    if "only78" in got:
+    if "only78_pct" in got:
         rows.append(Claim("Only 7s and 8s, best bias shift: test error ≤ 12 %", "13.2 % at −7.6",
                           f"{got['only78_best_pct']} % at {got['only78_best_shift']:+.1f}",
                           got["only78_best_pct"] <= 12))

@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from . import methods, models, train
+from . import methods, train
 from .store import RunError, RunStore
 
 ACTIVE = ("queued", "running")

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,12 +45,11 @@ def regressor_from_state(state: dict) -> nn.Module:
 
 
 def _match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-average-pool the larger of two feature maps to the smaller's size."""
+    """Adaptive-average-pool two feature maps to the smaller height and the smaller width
+    (pooled, never upsampled, in each dimension, whatever their aspect ratios)."""
     if a.dim() == 4 and a.shape[-2:] != b.shape[-2:]:
-        if a.shape[-1] > b.shape[-1]:
-            a = F.adaptive_avg_pool2d(a, b.shape[-2:])
-        else:
-            b = F.adaptive_avg_pool2d(b, a.shape[-2:])
+        size = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
+        a, b = (F.adaptive_avg_pool2d(t, size) if t.shape[-2:] != size else t for t in (a, b))
     return a, b
 
 
@@ -59,9 +60,10 @@ def hint_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, regressor:
 
 
 def attention_map(feat: torch.Tensor, p: int = 2) -> torch.Tensor:
-    """Spatial attention (Zagoruyko & Komodakis 2017): channel mean of |A|^p,
-    flattened and L2-normalised per sample. Shape (B, H*W)."""
-    return F.normalize(feat.pow(p).mean(1).flatten(1))
+    """Spatial attention (Zagoruyko & Komodakis 2017, eq. 1 with F_sum^p): channel mean of |A|^p,
+    flattened and L2-normalised per sample (the mean differs from their sum by a constant that the
+    normalisation removes). Shape (B, H*W)."""
+    return F.normalize(feat.abs().pow(p).mean(1).flatten(1))
 
 
 def at_loss(student_feats, teacher_feats, p: int = 2) -> torch.Tensor:
@@ -143,3 +145,107 @@ def ensemble_logits(teacher_logits: list[torch.Tensor], T: float, weights=None) 
     w = w / w.sum()
     probs = sum(wk * softmax_t(z, T) for wk, z in zip(w, teacher_logits))
     return T * probs.clamp_min(1e-12).log()
+
+
+def zscore(logits: torch.Tensor) -> torch.Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024, §3): each logit vector minus its mean,
+    divided by its standard deviation, so a student need not match the teacher's logit *range*,
+    only their relations. Applied to both logit vectors before the softmax at T."""
+    return (logits - logits.mean(-1, keepdim=True)) / (logits.std(-1, keepdim=True) + 1e-7)
+
+
+def dkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+              T: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decoupled KD (Zhao et al., CVPR 2022, §3.1), per image and in nats, without the T² factor:
+    TCKD = KL(b_t ‖ b_s) over the binary (target, non-target) probabilities, NCKD = KL(p̂_t ‖ p̂_s)
+    over the non-target classes renormalised; also the teacher's target probability p_t at T.
+    Classic KD is TCKD + (1 − p_t)·NCKD (their eq. 7): KD weights NCKD down where the teacher is sure."""
+    gt = F.one_hot(target, student_logits.shape[-1]).bool()
+
+    def binary(log_p):  # log [p_target, 1 − p_target], the second as the log-sum of the non-target classes
+        return torch.stack([log_p[gt], log_p.masked_fill(gt, -math.inf).logsumexp(-1)], -1)
+
+    log_ps, log_pt = F.log_softmax(student_logits / T, -1), F.log_softmax(teacher_logits / T, -1)
+    bs, bt = binary(log_ps), binary(log_pt)
+    tckd = (bt.exp() * (bt - bs)).sum(-1)
+    # log p̂_i = log p_i − log(1 − p_target) over i ≠ target; the target entry is zeroed, never -inf
+    ns, nt = (log_ps - bs[:, 1:]).masked_fill(gt, 0.0), (log_pt - bt[:, 1:]).masked_fill(gt, 0.0)
+    nckd = (nt.exp().masked_fill(gt, 0.0) * (nt - ns)).sum(-1)
+    return tckd, nckd, bt[:, 0].exp()
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, T: float,
+             alpha: float = 1.0, beta: float = 8.0) -> torch.Tensor:
+    """DKD = (α·TCKD + β·NCKD)·T², batch mean (Zhao et al. 2022, §3.2; the official code's defaults α=1, β=8)."""
+    tckd, nckd, _ = dkd_parts(student_logits, teacher_logits, target, T)
+    return (alpha * tckd + beta * nckd).mean() * (T * T)
+
+
+def input_gradients(logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor,
+                    create_graph: bool = False) -> torch.Tensor:
+    """J = ∂ℓ/∂x, each image's cross-entropy ℓ differentiated w.r.t. that image (the loss is summed,
+    so J does not depend on the batch size). ``create_graph`` keeps J differentiable (double backprop)."""
+    return torch.autograd.grad(F.cross_entropy(logits, target, reduction="sum"), x, create_graph=create_graph)[0]
+
+
+def grad_at_loss(student_grad: torch.Tensor, teacher_grad: torch.Tensor) -> torch.Tensor:
+    """Gradient-based attention transfer (Zagoruyko & Komodakis 2017, §3.2): ½‖J_S − J_T‖²,
+    per image, batch mean; its weight (the paper's β) is the stage's."""
+    return 0.5 * (student_grad - teacher_grad).flatten(1).pow(2).sum(1).mean()
+
+
+def darkrank_scores(emb: torch.Tensor, alpha: float = 3.0, beta: float = 3.0) -> torch.Tensor:
+    """DarkRank's similarity (Chen, Wang & Zhang 2018, §3): S_ij = −α·‖x_i − x_j‖^β, on
+    L2-normalised embeddings (distances in [0, 2], so α and β mean the same for any network)."""
+    return -alpha * pairwise_distances(F.normalize(emb.flatten(1))).pow(beta)
+
+
+def listmle(scores: torch.Tensor) -> torch.Tensor:
+    """−log of the Plackett–Luce probability of ranking the columns in the given order, per row:
+    Σ_i [log Σ_{j ≥ i} exp(s_j) − s_i] (ListMLE, Xia et al. 2008; DarkRank's hard transfer)."""
+    tails = torch.logcumsumexp(scores.flip(-1), -1).flip(-1)
+    return (tails - scores).sum(-1)
+
+
+def darkrank_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, alpha: float = 3.0, beta: float = 3.0,
+                  list_len: int = 4) -> torch.Tensor:
+    """DarkRank hard transfer (Chen, Wang & Zhang, AAAI 2018): for every image of the batch as a query,
+    the teacher ranks the other images by similarity; the loss is the ListMLE negative log-likelihood of
+    the teacher's ``list_len`` nearest, in the teacher's order, under the student's scores. Batch mean.
+    α = β = 3 and the 4-long list follow the paper's and RKD's reference code. Embedding widths may differ."""
+    eye = torch.eye(len(student_emb), dtype=torch.bool, device=student_emb.device)
+    with torch.no_grad():
+        order = darkrank_scores(teacher_emb, alpha, beta).masked_fill(eye, -math.inf).argsort(1, descending=True)
+    k = min(list_len, len(student_emb) - 1)
+    return listmle(darkrank_scores(student_emb, alpha, beta).gather(1, order[:, :k])).mean()
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean teacher's consistency cost (Tarvainen & Valpola 2017, §2): the squared difference of the
+    two softmax outputs, averaged over images and classes (their softmax_mse_loss / batch size)."""
+    return F.mse_loss(F.softmax(student_logits, -1), F.softmax(teacher_logits, -1))
+
+
+def sigmoid_rampup(progress: float, length: float) -> float:
+    """exp(−5(1 − t)²), t = progress / length clipped to [0, 1]: the ramp-up of the consistency
+    weight (Laine & Aila 2017, used by Tarvainen & Valpola 2017); 1 when ``length`` is 0."""
+    if length <= 0:
+        return 1.0
+    t = min(max(progress / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def byot_loss(exit_logits: list[torch.Tensor], exit_feats: list[torch.Tensor], final_logits: torch.Tensor,
+              final_feat: torch.Tensor, target: torch.Tensor, T: float, alpha: float = 0.1,
+              lam: float = 1e-6) -> torch.Tensor:
+    """Be Your Own Teacher (Zhang et al., ICCV 2019, §3.2) for the shallow exits:
+    Σ_i (1 − α)·CE(q_i, y) + α·T²·KL(q_C ‖ q_i) + λ·‖F_i − F_C‖², the deepest exit's soft targets
+    q_C and feature F_C treated as constants. The deepest exit's own (1 − α)·CE is the stage's "ce".
+    α = 0.1, λ = 10⁻⁶ (squared differences summed over the batch) and T = 3 are the values of the
+    reference implementation (luanyunteng/pytorch-be-your-own-teacher)."""
+    soft, feat = final_logits.detach(), final_feat.detach()
+    total = 0.0
+    for z, f in zip(exit_logits, exit_feats):
+        total = total + (1 - alpha) * F.cross_entropy(z, target) + alpha * kd_loss(z, soft, T) \
+            + lam * (f - feat).pow(2).sum()
+    return total

@@ -8,6 +8,8 @@ these names:
 * MLPs: ``hidden1``, ``hidden2`` (post-ReLU activations).
 * CNNs, ResNets, WRNs: ``stem``, ``stage1``, ``stage2``, ``stage3`` (feature
   maps) and ``pool`` (the globally pooled embedding before the classifier).
+* A CNN with self-distillation exits (``<arch>+exits``, Be Your Own Teacher) adds
+  ``exit<k>`` (the exit's bottleneck map) and ``exit<k>_logits`` for every stage but the last.
 """
 from __future__ import annotations
 
@@ -28,8 +30,15 @@ def register(name: str):
     return deco
 
 
+EXITS = "+exits"  # suffix of an architecture with BYOT's auxiliary exits, e.g. "cnn_s+exits"
+
+
 def build(name: str, in_shape=(1, 28, 28), num_classes: int = 10) -> "TapModel":
-    """Build a registered model for inputs of shape ``(C, H, W)``."""
+    """Build a registered model for inputs of shape ``(C, H, W)``; ``<arch>+exits`` wraps it in ``WithExits``."""
+    if name.endswith(EXITS):
+        model = WithExits(build(name.removesuffix(EXITS), in_shape, num_classes))
+        model.arch = name
+        return model
     if name not in MODELS:
         raise ValueError(f"model: unknown architecture {name!r}; choose one of {', '.join(MODELS)}")
     model = MODELS[name](in_shape=tuple(in_shape), num_classes=num_classes)
@@ -337,6 +346,67 @@ class Cohort(TapModel):
         for k, z in enumerate(outs):
             taps[f"member{k}"] = z
         return outs[0]
+
+
+class WithExits(TapModel):
+    """A staged CNN with the auxiliary exits of Be Your Own Teacher (Zhang et al., ICCV 2019, §3.1):
+    after every stage but the last, a bottleneck (1x1 conv to the last stage's width, BN, ReLU),
+    global average pooling and a linear classifier. ``model(x)`` is the deepest exit, the network
+    itself, so the exits cost nothing at inference; ``features(x)`` adds each exit's bottleneck map
+    ``exit<k>`` and logits ``exit<k>_logits`` to the network's own taps."""
+
+    def __init__(self, net: TapModel):
+        super().__init__()
+        if not hasattr(net, "stages"):
+            raise ValueError(f"model: self-distillation exits sit on a CNN's stages, and a {net.kind} model has none "
+                             "(pick cnn_*, resnet* or wrn*)")
+        self.net, self.in_shape, self.kind = net, net.in_shape, net.kind
+        with torch.no_grad():
+            was = net.training
+            taps = net.eval().features(torch.zeros(1, *net.in_shape))[1]
+            net.train(was)
+        self.exit_count = len(net.stages) - 1
+        width = taps["pool"].shape[1]
+        self.bottlenecks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(taps[f"stage{k}"].shape[1], width, 1, bias=False), nn.BatchNorm2d(width),
+                          nn.ReLU(inplace=True)) for k in range(1, self.exit_count + 1))
+        self.heads = nn.ModuleList(nn.Linear(width, net.head.out_features) for _ in range(self.exit_count))
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.net.head  # the deepest exit's classifier: what the run store records
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.net.stages  # Grad-CAM's last conv stage
+
+    @property
+    def spatial_layers(self) -> list[str]:
+        return self.net.spatial_layers + [f"exit{k}" for k in range(1, self.exit_count + 1)]
+
+    def forward(self, x):
+        return self.net(x)
+
+    def _forward(self, x, taps):
+        logits = self.net._forward(x, taps)
+        for k, (bottleneck, head) in enumerate(zip(self.bottlenecks, self.heads), 1):
+            h = bottleneck(taps[f"stage{k}"])
+            taps[f"exit{k}"] = h
+            taps[f"exit{k}_logits"] = head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+        return logits
+
+    def exit(self, k: int) -> nn.Module:
+        """Exit ``k`` alone as a module whose output is its logits (to evaluate it like any model)."""
+        return _Exit(self, k).train(self.training)
+
+
+class _Exit(nn.Module):
+    def __init__(self, model: WithExits, k: int):
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, x):
+        return self.model.features(x)[1][f"exit{self.k}_logits"]
 
 
 def describe() -> list[dict]:

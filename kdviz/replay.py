@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import data
 from .store import RunInfo, RunStore
-from .train import TrainConfig, estimated_work, test_logits
+from .train import TrainConfig, estimated_work, test_logits, validate as validate_config
 
 GROUP_PREFIX = "hinton-"
 LABEL_PREFIX = "Hinton 2015 · "
@@ -79,7 +79,7 @@ class ReplayConfig:
     """Defaults measured on full MNIST to meet the targets (bench/hinton_replay.py).
     Every stage's epochs and learning rate end up in its run's config."""
     group: str = ""
-    teacher_epochs: int = 50
+    teacher_epochs: int = 100
     teacher_lr: float = 0.02
     student_epochs: int = 30
     student_lr: float = 0.02
@@ -124,9 +124,17 @@ def stage_config(key: str, cfg: ReplayConfig, teacher: str | None = None) -> Tra
     return TrainConfig(model="mlp30", T=float(key.removeprefix("t30_T")), **distill)
 
 
+def validate(cfg: ReplayConfig) -> ReplayConfig:
+    """Check every stage's config before anything trains (ValueError naming the field)."""
+    for key in cfg.stage_keys:
+        validate_config(stage_config(key, cfg, teacher="(trained first)"))
+    return cfg
+
+
 def run(ctx, cfg: ReplayConfig) -> dict:
     """The whole replay as one task (a ``kdviz.jobs.JobContext`` in the app, the CLI's
     foreground context otherwise). Stops at the first stage that does not finish."""
+    validate(cfg)
     keys, runs = cfg.stage_keys, {}
     work = [estimated_work(stage_config(key, cfg, teacher="(trained first)"), teacher_arch="mlp1200") for key in keys]
     for i, key in enumerate(keys):
@@ -215,6 +223,14 @@ def temperature_sweep(numbers: dict[str, float]) -> tuple[list[float], list[int]
     """(T, test errors) of the finished 30-unit students, by T, from ``run_numbers``."""
     done = sorted((float(k.removeprefix("t30_T")), v) for k, v in numbers.items() if k.startswith("t30_"))
     return [t for t, _ in done], [e for _, e in done]
+
+
+def t30_verdict(temperatures: list[float], errors: list[int]):
+    """Whether the 30-unit students agree with §3 ("T in 2.5-4 worked significantly better"), judged
+    as the Sweeps page judges a sweep (one seed here, so "clearly" cannot be told from noise)."""
+    from . import sweep
+    points = pd.DataFrame({"model": "mlp30", "T": temperatures, "seed": 0, "test errors": errors})
+    return sweep.hinton_check(points)[1]
 
 
 # ---------------------------------------------------------------- the table: paper vs this run

@@ -262,6 +262,12 @@ class Verdict:
     outcome: str  # "agrees", "partly", "disagrees" or "cannot tell"
     why: str
 
+    @property
+    def says(self) -> str:
+        """The outcome as a verb phrase: "this sweep {says} with the paper"."""
+        return {"partly": "partly agrees", "cannot tell": "cannot tell whether it agrees"}.get(self.outcome,
+                                                                                               self.outcome)
+
 
 def units(model: str) -> int | None:
     """Hidden units per layer of an MLP student (None for other architectures)."""

@@ -8,10 +8,14 @@ fraction) and stop it through ``should_stop`` (checked every step).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import platform
 import time
+import types
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,9 +23,27 @@ import torch
 import torch.nn.functional as F
 
 from . import data, methods, models
-from .store import RunError, RunStore
+from .store import RunError, RunInfo, RunStore, has_type, os_reason, valid_id
 
 AUGMENT = {"mnist": "shift", "fashion_mnist": "shift", "cifar10": "crop_flip"}
+RESUME_FILE = "resume.pt"  # what continuing a run needs, written with every epoch checkpoint
+RESUME_KEYS = {"stage", "epoch", "step", "elapsed", "row", "student", "extras", "optimizer", "scheduler", "rng",
+               "batch_rng"}
+# The range of every bounded number of a TrainConfig (inclusive; a method's own fields: its
+# ``limits``): validate() enforces them, and the app's number inputs use them as min/max, so
+# what a field shows is what is used.
+LIMITS = {
+    "epochs": (1, 1000), "hint_epochs": (1, 1000), "batch_size": (1, 8192), "lr": (1e-6, 10.0),
+    "momentum": (0.01, 0.999), "weight_decay": (0.0, 0.1), "T": (0.1, 100.0), "alpha": (0.0, 1.0),
+    "beta": (0.0, 1e5), "fsp_weight": (0.0, 1e5), "rkd_distance": (0.0, 1e4), "rkd_angle": (0.0, 1e4),
+    "generation": (0, 10), "fraction": (1e-4, 1.0),
+    "train_subset": (1, 10_000_000), "max_steps": (1, 1_000_000_000), "seed": (0, 2**31 - 1),
+    "log_every": (1, 100_000),
+}
+NAMES = {"T": "the temperature T", "lr": "the learning rate", "alpha": "alpha (weight of the soft term)",
+         "beta": "beta (attention-transfer weight)", "train_subset": "the number of training images",
+         "cohort": "the cohort (students trained together)", "generations": "the born-again generations",
+         "weight_decay": "the weight decay", "epochs": "the number of epochs", "batch_size": "the batch size"}
 
 
 @dataclass
@@ -51,6 +73,20 @@ class TrainConfig:
     teacher_embedding_layer: str | None = None
     rkd_distance: float = 25.0  # RKD weights (Park et al. 2019 reference implementation)
     rkd_angle: float = 50.0
+    logit_standardize: bool = False  # z-score logits before the softmax at T in KD-family losses (Sun et al. 2024)
+    dkd_alpha: float = 1.0  # DKD weights of TCKD and NCKD, and warm-up epochs (Zhao et al. 2022, official code)
+    dkd_beta: float = 8.0
+    dkd_warmup: float = 1.0
+    assistant: str | None = None  # TAKD: the assistant's architecture; None = chosen by parameter count
+    assistant_run: str | None = None  # TAKD: the assistant run the student distils from (set by the method)
+    byot_alpha: float = 0.1  # BYOT: weight of the exits' soft term; feature hint weight (Zhang et al. 2019)
+    byot_lambda: float = 1e-6
+    ema_decay: float = 0.99  # mean teacher (Tarvainen & Valpola 2017): EMA decay, consistency weight,
+    consistency_weight: float = 10.0  # its ramp-up in epochs, and the input noise: random shifts of up to
+    consistency_rampup: float = 1.0  # this many pixels, drawn independently for student and teacher
+    consistency_shift: int = 2
+    darkrank_weight: float = 0.3  # DarkRank: weight of the ranking loss beside CE (a pilot: 1.0 cost 2.7 pp)
+    grad_at_weight: float = 1.0  # gradient attention transfer's β (Zagoruyko & Komodakis 2017, §3.2)
     teachers: list[str] = field(default_factory=list)  # more teachers for "ensemble"
     teacher_weights: list[float] = field(default_factory=list)
     cohort: int = 2  # students trained together by "dml"
@@ -80,7 +116,7 @@ class TrainConfig:
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss or the test-set evaluation became NaN or infinite; the message names the likely cause."""
 
 
 @dataclass
@@ -101,65 +137,119 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def _num(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ')}s"
+    return {float: "a finite number", int: "a whole number", bool: "true or false", str: "a text",
+            type(None): "empty"}[hint]
+
+
+def _fits(value, hint) -> bool:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_fits(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, bool) if hint is bool else has_type(value, hint)
+
+
+@functools.cache
+def _field_types() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+def config_problems(d) -> dict[str, str]:
+    """Field -> what is wrong with its type or name, for a config as stored (a dict):
+    the run store reads config.json with it, ``validate`` starts with it. Unknown keys pass."""
+    if not isinstance(d, dict):
+        return {"": "not a JSON object"}
+    out = {}
+    for name, hint in _field_types().items():
+        if name in d and not _fits(d[name], hint):
+            out[name] = f"{name}: must be {_describe(hint)}, not {str(d[name])[:40]}"
+    names = {"dataset": data.DATASETS, "model": models.MODELS, "method": methods.METHODS}
+    for name, known in names.items():
+        if isinstance(d.get(name), str) and d[name] not in known:
+            out[name] = f"{name}: unknown {name} {d[name][:40]!r}; choose one of {', '.join(known)}"
+    return out
+
+
+def _device_problem(name: str) -> str:
+    if name == "auto":
+        return ""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"device: unknown device {name!r}; use auto, cpu, cuda or mps"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"device: {name} is not available here (no usable GPU); use auto or cpu"
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        return f"device: {name} does not exist here ({torch.cuda.device_count()} GPU(s))"
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"device: {name} is not available here; use auto or cpu"
+    if dev.type not in ("cpu", "cuda", "mps"):
+        return f"device: {name} is not supported; use auto, cpu, cuda or mps"
+    return ""
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check the fields that need no data or models; raise ValueError naming the field."""
-    data.check_name(cfg.dataset)
-    if cfg.model not in models.MODELS:
-        raise ValueError(f"model: unknown architecture {cfg.model!r}; choose one of {', '.join(models.MODELS)}")
+    """Check every field that needs no data or models, before anything is created or trained;
+    raise ValueError naming the field."""
+    if problems := config_problems(cfg.to_dict()):
+        raise ValueError(next(iter(problems.values())))
     method = methods.get(cfg.method)
+    for name, (lo, hi) in {**LIMITS, **method.limits}.items():
+        value = getattr(cfg, name)
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(f"{name}: {NAMES.get(name, name)} must be between {_num(lo)} and {_num(hi)}, "
+                             f"not {_num(value)}")
+    n_classes = len(data.CLASSES[cfg.dataset])
+    w = cfg.teacher_weights
     checks = [
-        ("T", cfg.T > 0, "temperature T must be greater than 0"),
-        ("alpha", 0 <= cfg.alpha <= 1, "alpha (weight of the soft term) must be between 0 and 1"),
-        ("epochs", isinstance(cfg.epochs, int) and cfg.epochs >= 1, "epochs must be at least 1"),
-        ("hint_epochs", cfg.hint_epochs >= 1, "hint_epochs must be at least 1"),
-        ("batch_size", cfg.batch_size >= 1, "batch_size must be at least 1"),
-        ("lr", cfg.lr > 0, "learning rate must be greater than 0"),
-        ("beta", cfg.beta >= 0, "beta must not be negative"),
-        ("fraction", 0 < cfg.fraction <= 1, "fraction must be in (0, 1]"),
-        ("cohort", cfg.cohort >= 2, "mutual learning needs a cohort of at least 2 students"),
-        ("generations", cfg.generations >= 1, "born-again needs at least 1 generation"),
         ("teacher", bool(cfg.teacher) or not method.needs_teacher, f"method {cfg.method!r} needs a teacher run"),
+        ("teacher_weights", all(x >= 0 for x in w) and (not w or sum(w) > 0),
+         "the teachers' weights must not be negative, and not all zero"),
+        ("teacher_weights", not w or len(w) == 1 + len(cfg.teachers),
+         f"{len(w)} weights for {1 + len(cfg.teachers)} teachers"),
+        ("omit_classes", all(0 <= c < n_classes for c in cfg.omit_classes), f"classes are 0 to {n_classes - 1}"),
+        ("keep_classes", all(0 <= c < n_classes for c in cfg.keep_classes), f"classes are 0 to {n_classes - 1}"),
+        ("data_root", not cfg.data_root or Path(cfg.data_root).is_dir(), f"no folder {cfg.data_root}"),
+        ("group", not cfg.group or valid_id(cfg.group),
+         "a group id has only letters, digits, '_', '.' and '-' (it names files)"),
     ]
     for name, ok, msg in checks:
         if not ok:
             raise ValueError(f"{name}: {msg}")
+    method.check(cfg)
+    if problem := _device_problem(cfg.device):
+        raise ValueError(problem)
     return cfg
 
 
-def _resolve_layers(cfg: TrainConfig, student: models.TapModel, teacher: models.TapModel | None,
-                    s_feats: dict, t_feats: dict) -> TrainConfig:
-    """Fill layer defaults from the models and check that the names exist and fit."""
-    cfg = dataclasses.replace(
-        cfg,
-        hint_layer=cfg.hint_layer or (teacher.hint_layer if teacher else None),
-        guided_layer=cfg.guided_layer or student.hint_layer,
-        at_layers=cfg.at_layers or student.spatial_layers,
-        fsp_layers=cfg.fsp_layers or student.fsp_layers,
-        embedding_layer=cfg.embedding_layer or student.embedding_layer,
-        teacher_embedding_layer=cfg.teacher_embedding_layer or (teacher.embedding_layer if teacher else None))
-    for field_name, (names, who) in methods.get(cfg.method).layers(cfg).items():
-        sides = [("student", s_feats, student), ("teacher", t_feats, teacher)]
-        for side, feats, model in sides:
-            if who not in (side, "both"):
-                continue
-            for name in names:
-                if name not in feats:
-                    raise ValueError(f"{field_name}: {side} {model.arch} has no feature {name!r}; "
-                                     f"it has {', '.join(feats) or 'none'}")
-        if field_name == "hint_layer" and s_feats[cfg.guided_layer].dim() != t_feats[cfg.hint_layer].dim():
-            raise ValueError(f"hint_layer: the teacher's {cfg.hint_layer} and the student's {cfg.guided_layer} "
-                             "must both be feature maps or both be vectors (a regressor cannot map one to the other)")
-        if field_name in ("at_layers", "fsp_layers"):
-            if not names or any(s_feats[n].dim() != 4 or t_feats[n].dim() != 4 for n in names):
-                raise ValueError(f"{field_name}: {cfg.method} needs spatial feature maps, and "
-                                 f"{student.arch}/{teacher.arch} give none at {names or 'any layer'} (MLPs have none)")
-        if field_name == "fsp_layers":
-            s_ch = [s_feats[n].shape[1] for n in names]
-            t_ch = [t_feats[n].shape[1] for n in names]
-            if s_ch != t_ch:
-                raise ValueError(f"fsp_layers: FSP needs matching channels, but the student has {s_ch} "
-                                 f"and the teacher {t_ch} at {names}")
-    return cfg
+def nan_cause(cfg: TrainConfig) -> str:
+    """The likely reason a run's numbers stopped being finite, read from its config."""
+    terms = {t for stage in methods.get(cfg.method).stages(cfg) for t in stage.weights}
+    causes = []
+    if cfg.lr >= 1:
+        causes.append(f"the learning rate {cfg.lr:g} is very high; lower the learning rate (the presets use 0.05)")
+    if cfg.weight_decay >= 0.01:
+        causes.append(f"the weight decay {cfg.weight_decay:g} is large (5e-4 is usual)")
+    if "kd" in terms and not 0.5 <= cfg.T <= 50:
+        causes.append(f"the temperature T = {cfg.T:g} is extreme (the KD term is scaled by T² = {cfg.T ** 2:g})")
+    if "at" in terms and cfg.beta > 5000:
+        causes.append(f"beta = {cfg.beta:g} weights attention transfer very heavily (1000 is usual)")
+    if {"fsp", "rkd"} & terms and max(cfg.fsp_weight, cfg.rkd_distance, cfg.rkd_angle) > 1000:
+        causes.append("a feature-loss weight is very large")
+    if cfg.momentum > 0.99:
+        causes.append(f"the momentum {cfg.momentum:g} is very close to 1")
+    return "; ".join(causes) or f"the training diverged; lower the learning rate (now {cfg.lr:g})"
 
 
 def estimated_work(cfg: TrainConfig, teacher_arch: str | None = None) -> float:
@@ -210,15 +300,36 @@ def predict_logits(model: models.TapModel, x_uint8: torch.Tensor, dataset: str,
     return out
 
 
-def test_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
+def test_metrics(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig | None = None) -> dict:
+    """Test accuracy, errors and loss; NonFiniteLoss when the logits or the loss are not
+    finite (such a model is never recorded as a result), naming ``cfg``'s likely cause."""
     y = y.to(logits.device)
+    loss = float(F.cross_entropy(logits, y))
+    if not (math.isfinite(loss) and bool(torch.isfinite(logits).all())):
+        raise NonFiniteLoss(f"the test-set evaluation gave non-finite outputs (test loss {loss}); "
+                            + (nan_cause(cfg) if cfg else "the model's weights are not finite"))
     errors = int((logits.argmax(1) != y).sum())
-    return {"test_acc": (len(y) - errors) / len(y), "test_errors": errors,
-            "test_loss": float(F.cross_entropy(logits, y))}
+    return {"test_acc": (len(y) - errors) / len(y), "test_errors": errors, "test_loss": loss}
 
 
-def evaluate(model: models.TapModel, ds: data.Dataset, device) -> dict:
-    return test_metrics(predict_logits(model, ds.test_x, ds.name, device), ds.test_y)
+def check_teacher(store: RunStore, run_id: str, dataset: str) -> RunInfo:
+    """ValueError unless ``run_id`` is a readable run trained on ``dataset`` (the same image
+    shape is not enough: a Fashion-MNIST teacher would mislead an MNIST student)."""
+    try:
+        info = store.get(run_id)
+    except RunError as e:
+        raise ValueError(f"teacher: {e}") from e
+    if info.error:
+        raise ValueError(f"teacher: run {run_id} is damaged ({info.error})")
+    trained_on = info.config.get("dataset")
+    if trained_on != dataset:
+        raise ValueError(f"teacher: run {run_id} was trained on {data.TITLES.get(trained_on, 'an unknown dataset')}, "
+                         f"not {data.TITLES[dataset]}")
+    return info
+
+
+def evaluate(model: models.TapModel, ds: data.Dataset, device, cfg: TrainConfig | None = None) -> dict:
+    return test_metrics(predict_logits(model, ds.test_x, ds.name, device), ds.test_y, cfg)
 
 
 def logits_file(ds: data.Dataset) -> str:
@@ -245,32 +356,55 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
     A bad config raises ValueError. Without ``run_id`` nothing is created until
     the config has passed every check; with a pre-created ``run_id`` (the job
     manager's), a setup failure is recorded on that run. Once a run exists, any
-    failure is recorded in the store as ``failed`` and re-raised.
+    failure is recorded in the store as ``failed`` (Ctrl-C: ``cancelled``) and re-raised.
     """
     validate(cfg)
-    if methods.get(cfg.method).run_count(cfg) != 1 or cfg.method == "bornagain":
-        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     store = store or RunStore()
+    if next(methods.get(cfg.method).runs(cfg, store)) is not cfg:
+        raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     try:
+        store.check_writable()
         cfg, setup = _setup(cfg, store)
     except BaseException as e:
         if run_id:
             _record_failure(store, run_id, e)
         raise
-    if run_id is None:
-        run_id = store.create(cfg.to_dict())
-    else:
-        store.write_config(run_id, cfg.to_dict())
+    created = run_id is None
+    if created:
+        run_id = store.create(cfg.to_dict())  # a disk error leaves nothing behind
     try:
+        if not created:
+            store.write_config(run_id, cfg.to_dict())
+            store.set_status(run_id, "running")  # this process trains it: its pid tells whether it still runs
         return _fit(cfg, store, run_id, *setup, on_row, should_stop)
     except BaseException as e:
         _record_failure(store, run_id, e)
         raise
 
 
+def failure_reason(e: BaseException) -> str:
+    """One line saying why a run ended early, in the user's words where the error is expected."""
+    if isinstance(e, KeyboardInterrupt):
+        return "cancelled (Ctrl-C)"
+    if isinstance(e, OSError):
+        text = os_reason(e)
+    elif isinstance(e, (ValueError, NonFiniteLoss, RunError, data.DataUnavailable)):
+        text = str(e)
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return (text.strip().splitlines() or [type(e).__name__])[0]
+
+
 def _record_failure(store: RunStore, run_id: str, e: BaseException) -> None:
-    reason = str(e) if isinstance(e, (ValueError, NonFiniteLoss)) else f"{type(e).__name__}: {e}"
-    store.finish(run_id, "failed", reason=(reason.splitlines() or [type(e).__name__])[0])
+    """Record why ``run_id`` ended early (Ctrl-C: cancelled, resumable) and note the run on ``e``."""
+    status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+    try:
+        store.finish(run_id, status, reason=failure_reason(e))
+    except (RunError, OSError):
+        pass  # the disk refuses even the status: the run reads as interrupted once this process ends
+    resumable = status == "cancelled" and (store.path(run_id) / RESUME_FILE).is_file()
+    e.add_note(f"run {run_id} is kept as {status}"
+               + (f"; continue it with: python -m kdviz resume {run_id}" if resumable else ""))
 
 
 def _setup(cfg: TrainConfig, store: RunStore):
@@ -283,6 +417,7 @@ def _setup(cfg: TrainConfig, store: RunStore):
     student = method.build_student(cfg, ds.shape, ds.num_classes).to(device)
 
     def load_teacher(run_id: str) -> models.TapModel:
+        check_teacher(store, run_id, cfg.dataset)
         try:
             model, _ = store.load_model(run_id, device)
         except RunError as e:
@@ -290,9 +425,11 @@ def _setup(cfg: TrainConfig, store: RunStore):
         if tuple(model.in_shape) != ds.shape:
             raise ValueError(f"teacher: run {run_id} was trained on {model.in_shape} images, "
                              f"not {cfg.dataset} {ds.shape}")
+        if not all(bool(t.isfinite().all()) for t in model.state_dict().values() if t.is_floating_point()):
+            raise ValueError(f"teacher: run {run_id} has weights that are not finite (NaN or infinity)")
         return model
 
-    teacher = method.build_teacher(cfg, load_teacher)
+    teacher = method.build_teacher(cfg, load_teacher, student)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
     probe = data.DeviceBatches(x[:2], y[:2], cfg.dataset, 2, device, shuffle=False)
@@ -302,23 +439,32 @@ def _setup(cfg: TrainConfig, store: RunStore):
         s_feats = student.features(px)[1]
         t_feats = teacher.features(px)[1] if teacher else {}
         student.train()
-    cfg = _resolve_layers(cfg, student, teacher, s_feats, t_feats)
+    cfg = method.resolve_layers(cfg, student, teacher, s_feats, t_feats)
     extras = method.extras(s_feats, t_feats, cfg).to(device)
     return cfg, (ds, x, y, student, teacher, extras, method, device)
 
 
-def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device, on_row, should_stop) -> Result:
+def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device, on_row, should_stop,
+         state: dict | None = None) -> Result:
+    """The training loop; ``state`` (from resume.pt) continues a run after its last full checkpoint."""
     stages = method.stages(cfg)
     batches = data.DeviceBatches(x, y, cfg.dataset, cfg.batch_size, device,
                                  augment=AUGMENT[cfg.dataset] if cfg.augment else None, seed=cfg.seed)
     # Teacher logits depend only on the image when nothing is augmented: compute them once.
     cached_t = None
-    if teacher is not None and not cfg.augment:
+    if teacher is not None and not cfg.augment and not method.teacher_changes:
         cached_t = predict_logits(teacher, x, cfg.dataset, device)
     total = sum(s.epochs for s in stages) * len(batches)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    step, t0, stopped, row = 0, time.time(), False, None
+    step, t0, stopped, row, logits = 0, time.time(), False, None, None
+    if state:
+        student.load_state_dict(state["student"])
+        extras.load_state_dict(state["extras"])
+        step, t0, row = state["step"], time.time() - state["elapsed"], state["row"]
+        torch.set_rng_state(state["rng"])
+        if state["batch_rng"].numel() == batches.gen.get_state().numel():  # same device type as before
+            batches.gen.set_state(state["batch_rng"])
     report = on_row or (lambda row, frac: None)
     params = list(student.parameters()) + list(extras.parameters())
 
@@ -326,12 +472,19 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
         store.append_metric(run_id, row)
         report(row, step / max(total, 1))
 
-    for stage in stages:
+    for stage_index, stage in enumerate(stages):
+        if step >= total or (state and stage_index < state["stage"]):
+            continue
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                               nesterov=True)
         stage_steps = stage.epochs * len(batches)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i / stage_steps, 1))))
-        for epoch in range(1, stage.epochs + 1):
+        first_epoch = 1
+        if state and stage_index == state["stage"]:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            first_epoch = state["epoch"] + 1
+        for epoch in range(first_epoch, stage.epochs + 1):
             student.train()
             sums = torch.zeros(len(stage.weights) + 1, device=device)  # loss parts + total, since last log
             correct = torch.zeros((), device=device)
@@ -342,28 +495,18 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 vals = (sums / n_log).tolist()  # the only host sync, once per log interval
                 if not all(math.isfinite(v) for v in vals):
                     raise NonFiniteLoss(f"loss became {vals[-1]} at step {step} (stage {stage.name}); "
-                                        "lower the learning rate")
+                                        f"{nan_cause(cfg)}")
                 emit({"kind": "step", "stage": stage.name, "epoch": epoch, "step": step,
                       "lr": sched.get_last_lr()[0], "loss": vals[-1], **dict(zip(stage.weights, vals))})
                 sums.zero_()
                 n_log = 0
 
-            for idx, xb, yb in batches:
+            for i, (idx, xb, yb) in enumerate(batches):
                 if should_stop and should_stop():
                     stopped = True
                     break
-                if stage.needs_features:
-                    s_logits, s_feats = student.features(xb)
-                else:
-                    s_logits, s_feats = student(xb), {}
-                t_logits, t_feats = None, {}
-                if stage.needs_teacher:
-                    if cached_t is not None and not stage.needs_features:
-                        t_logits = cached_t[idx]
-                    else:
-                        with torch.no_grad():
-                            t_logits, t_feats = teacher.features(xb)
-                st = methods.Step(yb, s_logits, s_feats, t_logits, t_feats, extras)
+                st = method.forward(cfg, stage, student, teacher, xb, yb, None if cached_t is None else cached_t[idx])
+                st.extras, st.epoch = extras, epoch - 1 + (i + 1) / len(batches)
                 parts = torch.stack([methods.TERMS[t].fn(st, cfg) for t in stage.weights])
                 loss = (parts * torch.tensor(list(stage.weights.values()), device=device)).sum()
                 opt.zero_grad(set_to_none=True)
@@ -372,8 +515,9 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                 sched.step()
                 if hasattr(student, "apply_max_norm"):
                     student.apply_max_norm()
+                method.after_step(cfg, student, teacher, step + 1)
                 sums += torch.cat([parts.detach(), loss.detach()[None]])
-                correct += (s_logits.argmax(1) == yb).sum()
+                correct += (st.s_logits.argmax(1) == yb).sum()
                 seen += len(yb)
                 n_log += 1
                 step += 1
@@ -386,11 +530,16 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
             if stopped and seen == 0 and row is not None:
                 break  # stopped between epochs: the last evaluation and checkpoint stand
             logits = predict_logits(student, ds.test_x, ds.name, device)
-            metrics = test_metrics(logits, ds.test_y)
+            metrics = test_metrics(logits, ds.test_y, cfg)
+            inner = method.epoch_metrics(student, teacher, lambda m: evaluate(m, ds, device, cfg))
             row = {"kind": "epoch", "stage": stage.name, "epoch": epoch, "step": step,
-                   "train_acc": float(correct) / max(seen, 1), **metrics, "time_s": time.time() - t0}
+                   "train_acc": float(correct) / max(seen, 1), **metrics, **inner, "time_s": time.time() - t0}
             emit(row)
             store.save_model(run_id, *method.checkpoint(student, extras))
+            store.save_blob(run_id, RESUME_FILE, {
+                "stage": stage_index, "epoch": epoch, "step": step, "elapsed": time.time() - t0, "row": row,
+                "student": student.state_dict(), "extras": extras.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "batch_rng": batches.gen.get_state()})
             if stopped or step >= total:
                 break
         if stopped or step >= total:
@@ -400,23 +549,80 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                "train_acc": row["train_acc"], "steps": step, "train_time_s": time.time() - t0,
                "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device),
                "machine": f"{platform.node()} ({torch.get_num_threads()} threads)", "data_source": ds.source,
-               "train_images": len(y), **method.summary(student, lambda m: evaluate(m, ds, device))}
+               "train_images": len(y), **inner, **method.summary(student, lambda m: evaluate(m, ds, device, cfg))}
     status = "cancelled" if stopped else "done"
-    store.write_array(run_id, logits_file(ds), logits.cpu().numpy())
+    if logits is not None:  # None: resumed and stopped before another evaluation
+        store.write_array(run_id, logits_file(ds), logits.cpu().numpy())
     store.finish(run_id, status, summary, reason="cancelled by the user" if stopped else "")
+    if status == "done":  # a finished run is never resumed: its resume state would only take space
+        (store.path(run_id) / RESUME_FILE).unlink(missing_ok=True)
     return Result(run_id, status, summary, student)
+
+
+def resumable(info: RunInfo) -> bool:
+    """Whether ``resume`` can continue this run: interrupted or cancelled, with a resume state."""
+    return (info.status in ("interrupted", "cancelled") and not info.readonly and not info.error
+            and (info.path / RESUME_FILE).is_file())
+
+
+def resume(run_id: str, store: RunStore | None = None, on_row: Callable[[dict, float], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Result:
+    """Continue an interrupted or cancelled run from its last epoch checkpoint, with the
+    optimizer, schedule, counters and random state it had there. Its metrics go on with
+    the next epoch (rows logged after that checkpoint, by training that was lost, are
+    dropped) and it ends with the usual summary. ValueError when it cannot be resumed."""
+    store = store or RunStore()
+    try:
+        info = store.get(run_id)
+    except RunError as e:
+        raise ValueError(f"run: {e}") from e
+    if not resumable(info):
+        if info.error or info.readonly or info.status not in ("interrupted", "cancelled"):
+            why = info.error or ("it is a shipped run" if info.readonly else f"it is {info.status}")
+        else:
+            why = "it has no resume state (it stopped before its first epoch ended, or ran before resuming existed)"
+        raise ValueError(f"run: {run_id} cannot be resumed: {why}")
+    try:
+        state = torch.load(info.path / RESUME_FILE, map_location="cpu", weights_only=True)
+        missing = RESUME_KEYS - set(state)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+        cfg = validate(TrainConfig.from_dict(info.config))
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"run: {run_id} cannot be resumed: {RESUME_FILE} is damaged ({type(e).__name__})") from e
+    store.check_writable()
+    cfg, setup = _setup(cfg, store)
+    try:
+        store.set_status(run_id, "running")
+        store.rewrite_metrics(run_id, [r for r in store.metrics(run_id) if r["step"] <= state["step"]])
+        return _fit(cfg, store, run_id, *setup, on_row, should_stop, state=state)
+    except BaseException as e:
+        _record_failure(store, run_id, e)
+        raise
+
+
+def resume_task(ctx, run_id: str) -> dict:
+    """A job that resumes ``run_id``: ``manager.submit_task(functools.partial(resume_task, run_id=...), label)``."""
+    ctx.set_stage(f"resuming {run_id}")
+    ctx.add_run(run_id)
+    result = resume(run_id, ctx.store, ctx.on_row, ctx.should_stop)
+    return {"run_id": result.run_id, "status": result.status, **result.summary}
 
 
 def train_all(cfg: TrainConfig, store: RunStore | None = None, on_row=None, should_stop=None,
               on_run: Callable[[TrainConfig, int, int], str | None] | None = None) -> list[Result]:
-    """Train every run a method needs (one for most; one per generation for born-again).
+    """Train every run a method needs (one for most; one per generation for born-again; the
+    assistant, then the student, for TAKD).
 
     ``on_run(cfg, index, count)`` is called before each run and may return a
     pre-created run id (the job manager's). Stops after a run that did not finish.
     """
     validate(cfg)
     method = methods.get(cfg.method)
-    plan, count, results = method.runs(cfg), method.run_count(cfg), []
+    store = store or RunStore()
+    plan, count, results = method.runs(cfg, store), method.run_count(cfg), []
     run_cfg = next(plan)
     while True:
         run_id = on_run(run_cfg, len(results), count) if on_run else None

@@ -1,7 +1,7 @@
 """Attention: where teacher and students look, as attention-transfer maps and Captum attributions."""
 import streamlit as st
 
-from kdviz import data, explain
+from kdviz import data, explain, losses
 from kdviz.viz import features as fviz
 from pages import common
 
@@ -62,6 +62,20 @@ if convs:
                                                           for r in students}))
         st.caption("AT distance: mean over positions of the squared difference of the two normalised maps "
                    "(maps of different sizes are average-pooled to the smaller one), for this image.")
+
+st.subheader("Gradient attention")
+st.markdown("Zagoruyko & Komodakis (2017, §3.2) also define attention by the input gradient of the loss, "
+            "J = ∂CE/∂x: the pixels where a small change would change the loss most. **Gradient attention "
+            "transfer** (method *at_grad*) trains the student's J towards the teacher's, ½‖J_S − J_T‖², through "
+            "double backpropagation. It needs no feature maps, so MLPs have it too.")
+with st.spinner("Differentiating each model's loss w.r.t. the image…"):
+    grads = {rid: explain.input_gradient(net, x, ds.test_y[idx:idx + 1]) for rid, net in nets.items()}
+st.plotly_chart(fviz.attention_grid({labels[rid]: {"|∂CE/∂x|, true label": g[0].abs().sum(0) / g.abs().sum(1).max()}
+                                     for rid, g in grads.items()}, image if overlay else None,
+                                    "Gradient attention: |∂CE/∂x| summed over channels, each map scaled to its maximum"))
+st.caption("½‖J_S − J_T‖² for this image (the term gradient AT minimises): " + ", ".join(
+    f"{labels[r.id]}: {float(losses.grad_at_loss(grads[r.id], grads[teacher_run.id])):.3g}" for r in student_runs)
+           + ". A confident model has a small gradient: the loss barely changes.")
 
 st.subheader("Attributions (Captum)")
 st.markdown("**Grad-CAM** weights the last conv stage's maps by their average gradient (Selvaraju et al. "

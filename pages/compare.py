@@ -12,8 +12,9 @@ STUDENT_FOR = {"cnn_l": "cnn_s", "cnn_s": "cnn_s", "resnet56": "resnet8", "resne
 PNG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
 
 st.title("Compare distillation methods")
-st.caption("A plain student, KD, FitNets, attention transfer, FSP and KD + AT, all with the same teacher, "
-           "student architecture, data, epochs and seeds: which helps, by how much, and at what cost.")
+st.caption("One student per method and seed (a plain student, KD, FitNets, attention transfer, FSP, ... in groups "
+           "that each ask one question), all with the same teacher, student architecture, data, epochs and seeds: "
+           "which helps, by how much, and at what cost.")
 store = common.store()
 all_runs = store.list()
 # Newest first, but groups whose dataset is missing here (e.g. CIFAR-10 offline) last.
@@ -52,10 +53,12 @@ def start_form() -> None:
     subset = c1.number_input("Training images (0 = all)", 0, None, 5000, step=1000, key=f"cmp_subset_{dataset}",
                              help="A subset keeps a comparison to minutes on a laptop CPU.")
     batch_size = c2.number_input("Batch size (images)", 8, 1024, 64, step=16, key="cmp_batch")
+    compared = c3.selectbox("Methods", list(compare.SETS), key="cmp_set",
+                            help="Each group answers one question; every group has a plain student as baseline.")
     base = train.TrainConfig(dataset=dataset, model=student, teacher=teacher.id, epochs=int(epochs),
                              batch_size=int(batch_size), train_subset=int(subset) or None)
     try:
-        configs, notes = compare.plan(store, base, int(seeds))
+        configs, notes = compare.plan(store, base, int(seeds), compare.SETS[compared])
     except ValueError as e:
         st.error(f"Cannot start: {e}")
         return
@@ -177,3 +180,14 @@ with tabs[3]:
     view = st.radio("Show", views, horizontal=True, key="cmp_class_view")
     st.plotly_chart(viz.per_class_heatmap(result.per_class, names, "plain" if view != views[0] else None),
                     config=PNG, key="cmp_class")
+
+chains, inner = compare.takd_chains(store, runs), compare.inner_accuracies(runs)
+if len(chains):
+    st.plotly_chart(viz.takd_chain(chains), config=PNG, key="cmp_takd")
+    st.caption(f"TAKD ({methods.get('takd').paper}): the assistant, between teacher and student in parameters, is "
+               "distilled from the teacher and then teaches the student, bridging the capacity gap.")
+if len(inner):
+    st.plotly_chart(viz.inner_accuracy_bars(inner), config=PNG, key="cmp_inner")
+    st.caption(f"BYOT ({methods.get('byot').paper}): each exit's accuracy rises with depth; only the deepest ships. "
+               f"Mean teacher ({methods.get('meanteacher').paper}): the moving average of the student's weights "
+               "(the Training lab plots both over the epochs).")

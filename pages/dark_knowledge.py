@@ -75,6 +75,15 @@ def similarity_view(classes, labels, logits, student_logits):
     st.caption(f"The same matrix for the student picked at the top, at T = {T:g}. Positive (red): the student "
                "sends more of a class's wrong-class mass there than the teacher does.")
 
+    st.subheader("Decoupled KD: the target part and the rest")
+    split = analysis.dkd_split(logits, student_logits, labels, T)
+    st.plotly_chart(viz.dkd_bars(split, T), key="dark_dkd")
+    st.caption(f"Zhao et al. (CVPR 2022) split KL(teacher ‖ student) at T into TCKD (the binary target vs "
+               f"non-target probabilities) and NCKD (the wrong classes among themselves, renormalised): KD = TCKD + "
+               f"(1 − p_t)·NCKD, exactly ({split['kd']:.3g} nats here, per image on average). The teacher's mean "
+               f"1 − p_t is {split['weight']:.3g} at T = {T:g}, so KD almost ignores NCKD, the dark knowledge, "
+               "where the teacher is sure; DKD (method *dkd*) weights it β = 8 instead.")
+
 
 similarity_view(classes, labels, logits, student_logits)
 
@@ -89,6 +98,13 @@ matrices = {f"teacher {teacher.id}": explain.relation_matrix(common.load_model(t
 if student is not None:
     matrices[f"student {student.id}"] = explain.relation_matrix(common.load_model(student.id)[0], x).numpy()
 st.plotly_chart(common.shared(viz.relation_matrices, matrices, labels[batch].numpy(), classes), key="dark_relations")
+st.markdown("**DarkRank** (Chen, Wang & Zhang 2018) transfers only the *order* of each row: for every image, which "
+            "others are nearest. The student learns the teacher's ranking of the nearest four with a listwise loss.")
+query = st.slider("Query image (position in the batch above, sorted by class)", 0, len(batch) - 1, 0, key="dark_query")
+ranked = {who: analysis.nearest_neighbours(m, query) for who, m in zip(("teacher", "student"), matrices.values())}
+st.plotly_chart(viz.neighbour_rankings(ds.test_x[batch[query]], {
+    who: (ds.test_x[batch[nn]], labels[batch[nn]], m[query][nn]) for (who, nn), m in zip(ranked.items(), matrices.values())},
+    classes), key="dark_rankings")
 
 st.subheader("The images that carry the most dark knowledge")
 st.caption("Correctly classified test images with the most probability on wrong classes at T = 1: "

@@ -28,7 +28,9 @@ if ds.is_sample:
     st.warning(f"**Sample data: {ds.source}.** The replay runs on it and reports its own numbers, out of "
                f"{len(y):,} test digits; the paper's are out of the full 10,000: compare the pattern, not the counts.")
 else:
-    st.caption(f"Data: {ds.source}.")
+    st.caption(f"Test set: the full MNIST test set, 10,000 digits ({ds.source}). The shipped replay trained on "
+               "55,000 training images (the 5,000 of the offline sample are held out, so it can test them too); "
+               "the paper used all 60,000.")
 mgr = common.manager()
 
 
@@ -171,3 +173,6 @@ if temperatures:
     st.markdown("With 300 or more units all T above 8 did about equally well; with 30 units the paper found "
                 "**T between 2.5 and 4** clearly best: a tiny net cannot match every detail of very soft targets.")
     st.plotly_chart(viz.temperature_curve(temperatures, t30_errors, len(y)), key="t30_curve")
+    verdict = replay.t30_verdict(temperatures, t30_errors)
+    st.markdown(f"**This run {verdict.says} with the paper:** {verdict.why}. The Sweeps page repeats this with "
+                "several seeds and 800-unit students.")

@@ -17,7 +17,8 @@ PROGRESS_EVERY_S = 1.0
 CURVES_EVERY_S = 3.0
 ATTENTION = ("pages/attention.py", "Attention", ":material/visibility:")
 RUN_PAGES = {"fitnet": [("pages/hints.py", "Hints (FitNets)", ":material/explore:")], "at": [ATTENTION],
-             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")]}
+             "kd_at": [ATTENTION], "fsp": [("pages/fsp.py", "FSP matrices", ":material/grid_on:")],
+             "at_grad": [ATTENTION], "byot": [ATTENTION]}
 
 
 def duration(seconds: float) -> str:
@@ -89,8 +90,11 @@ def _lesson(view: jobs.JobView) -> None:
         col.metric(f"{name}: test accuracy", f"{100 * s['test_acc']:.2f} %",
                    help=f"run {s['run_id']}: {s.get('test_errors', '?')} test errors")
     if student and parts.get("plain twin"):
-        st.markdown(compare.lesson_sentence(student, parts["plain twin"], teacher,
-                                            common.store().get(student["run_id"]).config))
+        try:
+            config = common.store().get(student["run_id"]).config
+        except RunError:  # deleted meanwhile (from another tab): the sentence needs only the method
+            config = {}
+        st.markdown(compare.lesson_sentence(student, parts["plain twin"], teacher, config))
 
 
 def job_panel(job_id: str) -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from kdviz import data, methods, models, sweep, train
 from kdviz.viz import sweep as viz
-from pages import common
+from pages import common, job_view
 
 TEMPERATURES = [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0]
 ALPHAS = [0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99]
@@ -130,10 +130,10 @@ def live(polling: bool) -> None:
     if now:  # training now, in this app or elsewhere (a Ray sweep started from a terminal)
         c[1].metric("Running", now.running)
         c[2].metric("Queued", now.queued)
-        c[3].metric("Time left", "…" if now.eta_s is None else common.duration(now.eta_s),
+        c[3].metric("Time left", "…" if now.eta_s is None else job_view.duration(now.eta_s),
                     help="Estimated from the points finished so far.")
         for view in [v for v in views if v.status == "running"]:
-            common.job_progress(view)
+            job_view.job_progress(view)
         active = [v for v in views if v.active]
         if active and common.action_button("Cancel the sweep", "cancel", key="sweep_cancel",
                                 help="Running points stop, queued ones never start (Ray tasks are cancelled); "
@@ -182,7 +182,7 @@ def figures(points) -> None:
     with right:
         st.markdown("**Hinton et al. 2015, §3, and this sweep**")
         for v in sweep.hinton_check(points):
-            OUTCOME[v.outcome](f"{v.claim}\n\nThis sweep **{v.outcome}**: {v.why}.")
+            OUTCOME[v.outcome](f"{v.claim}\n\nThis sweep **{v.says}** with the paper: {v.why}.")
         images = store.get(points.run.iloc[0]).summary.get("train_images")
         st.caption(f"Each point: {plan.base.get('epochs')} epochs on {f'{images:,}' if images else 'the'} "
                    f"{data.TITLES.get(plan.base.get('dataset'), '')} training images, one fixed teacher. The paper "

@@ -115,3 +115,23 @@ grads = analysis.soft_gradients(s_logits, t_logits, analysis.GRADIENT_TEMPERATUR
 left, right = st.columns(2)
 left.plotly_chart(common.shared(viz.t_squared_rule, grads), key="temperature_t2")
 right.plotly_chart(common.shared(viz.logit_matching_limit, grads), key="temperature_limit")
+
+
+@st.fragment
+def standardisation_view(classes, t_logits, s_logits, s_name, s_color, log_y):
+    """Logit standardisation (issue 19): its own T and toggle, so the block stands apart from the rest."""
+    st.subheader("Logit standardisation")
+    st.markdown("Sun et al. (CVPR 2024) z-score each logit vector, (z − mean) ∕ std, before the softmax at *T*: "
+                "the student then matches the *shape* of the teacher's logits, not their range. It is the "
+                "**Standardise logits** switch of the KD methods in the Training lab (`--logit-standardize`).")
+    left, right = st.columns([3, 1])
+    T = left.select_slider("Temperature T", analysis.TEMPERATURES, value=2.0, format_func=lambda t: f"{t:g}",
+                           key="temperature_std_T")
+    on = right.toggle("Standardise logits", value=True, key="temperature_std")
+    p_t, p_s = (analysis.softmax_at(analysis.standardized(z) if on else z, T) for z in (t_logits, s_logits))
+    st.plotly_chart(viz.probability_bars([("teacher", p_t, TEACHER), (s_name, p_s, s_color)], classes, T, log_y,
+                                         f"{'Standardised' if on else 'Raw'} logits, softmax at T = {T:g}"),
+                    key="temperature_std_bars")
+
+
+standardisation_view(classes, t_logits, s_logits, s_name, s_color, log_y)

@@ -1,4 +1,6 @@
 """Training lab: pick a teacher, a student and a method; train in the background and watch it learn."""
+import functools
+
 import streamlit as st
 
 from kdviz import data, jobs, methods, models, train
@@ -10,14 +12,15 @@ from pages import common, job_view
 # plain twin trained the same way, so the result has something to be compared with.
 # BatchNorm CNNs need ~200 steps to get going, hence small batches on small subsets.
 PRESETS = {
-    "mnist": dict(teacher="mlp1200", student="mlp800", epochs=3, batch_size=64, lr=0.05, subset=10000),
-    "fashion_mnist": dict(teacher="cnn_l", student="cnn_s", epochs=2, batch_size=32, lr=0.05, subset=5000),
-    "cifar10": dict(teacher="resnet20", student="resnet8", epochs=3, batch_size=32, lr=0.05, subset=None),
+    "mnist": dict(teacher="mlp1200", student="mlp800", epochs=3, batch_size=64, lr=0.05, subset=10000, beta=100.0),
+    "fashion_mnist": dict(teacher="cnn_l", student="cnn_s", epochs=2, batch_size=32, lr=0.05, subset=5000, beta=100.0),
+    "cifar10": dict(teacher="resnet20", student="resnet8", epochs=3, batch_size=32, lr=0.05, subset=None, beta=1000.0),
 }
+BETA_HELP = ("Applied to each layer pair's mean squared difference of normalised attention maps. Zagoruyko & "
+             "Komodakis 2017 use β = 1000 for CIFAR ResNets; on MNIST-sized CNNs the attention term is then "
+             "about 3 times the label loss and the student learns worse than a plain one, so 100 here.")
 METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "") for m in methods.METHODS.values())
-# Settings only some methods have: config field -> (label, default, step).
-METHOD_FIELDS = {"dml": {"cohort": ("Students in the cohort", 2, 1)},
-                 "bornagain": {"generations": ("Generations after generation 0", 2, 1)}}
+LIM = train.LIMITS  # every number field is bounded: what it shows is what the job uses
 
 st.title("Training lab")
 st.caption("Jobs train in the background, in their own process: the curves update live and every other page "
@@ -63,28 +66,32 @@ with left:
                 st.caption(f"No finished teacher on {data.TITLES[ds]} yet, so the job trains one first.")
             new_teacher = st.selectbox("New teacher architecture", arch, index=arch.index(p["teacher"]),
                                        key=f"new_teacher_{ds}")
-            teacher_epochs = st.number_input("Teacher epochs", 1, 500, p["epochs"], step=1, key=f"teacher_epochs_{ds}")
+            teacher_epochs = st.number_input("Teacher epochs", *LIM["epochs"], p["epochs"], step=1,
+                                             key=f"teacher_epochs_{ds}")
 
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", 1, 500, p["epochs"], step=1, key=f"epochs_{ds}",
+    epochs = c1.number_input("Epochs", *LIM["epochs"], p["epochs"], step=1, key=f"epochs_{ds}",
                              help="Passes over the training images (of the student's stage, for two-stage methods).")
-    batch_size = c2.number_input("Batch size (images)", 2, 4096, p["batch_size"], step=16, key=f"batch_{ds}")
-    lr = c1.number_input("Learning rate", 1e-5, 10.0, p["lr"], step=0.01, format="%.4g", key=f"lr_{ds}",
+    batch_size = c2.number_input("Batch size (images)", *LIM["batch_size"], p["batch_size"], step=16,
+                                 key=f"batch_{ds}")
+    lr = c1.number_input("Learning rate", *LIM["lr"], p["lr"], step=0.01, format="%.4g", key=f"lr_{ds}",
                          help="SGD with Nesterov momentum 0.9 and a cosine schedule.")
     if "kd" in terms:
-        kw["T"] = c2.number_input("Temperature T", 0.1, 1000.0, 4.0, step=0.5, key="train_T",
+        kw["T"] = c2.number_input("Temperature T", *LIM["T"], 4.0, step=0.5, key="train_T",
                                   help="Softens both softmaxes: q = softmax(z / T) (Hinton 2015, eq. 1).")
-        kw["alpha"] = c1.number_input("alpha (weight of the soft term)", 0.0, 1.0, 0.9, step=0.05, key="train_alpha",
-                                      help="loss = (1 − alpha)·CE + alpha·T²·KL.")
+        kw["alpha"] = c1.number_input("alpha (weight of the soft term)", *LIM["alpha"], 0.9, step=0.05,
+                                      key="train_alpha", help="loss = (1 − alpha)·CE + alpha·T²·KL.")
     if "at" in terms:
-        kw["beta"] = c2.number_input("beta (attention-transfer weight)", 0.0, 1e6, 1000.0, step=100.0, key="train_beta",
-                                     help="Zagoruyko & Komodakis 2017 use β = 1000, applied to each layer pair's "
-                                          "mean squared difference of normalised attention maps.")
+        kw["beta"] = c2.number_input("beta (attention-transfer weight)", *LIM["beta"], p["beta"], step=50.0,
+                                     key=f"train_beta_{ds}", help=BETA_HELP)
     if len(m.stages(train.TrainConfig())) > 1:
-        kw["hint_epochs"] = c1.number_input("First-stage epochs (hint / FSP)", 1, 100, 1, step=1,
+        kw["hint_epochs"] = c1.number_input("First-stage epochs (hint / FSP)", *LIM["hint_epochs"], 1, step=1,
                                             key="train_hint_epochs")
-    for name, (label, default, step) in METHOD_FIELDS.get(method, {}).items():
-        kw[name] = c1.number_input(label, 1, 10, default, step=step, key=f"train_{name}")
+    for name, (label, step) in m.settings.items():  # the settings only this method has
+        default = getattr(train.TrainConfig(), name)
+        kw[name] = (st.checkbox(label, value=default, key=f"train_{name}") if isinstance(default, bool) else
+                    c1.number_input(label, *{**LIM, **m.limits}.get(name, (None, None)), default, step=step,
+                                    format=None if step >= 0.01 else "%.4f", key=f"train_{name}"))
     quick = st.checkbox("Quick demo: train on a subset", value=p["subset"] is not None, key=f"quick_{ds}",
                         help="Trains in seconds on a CPU; accuracy is lower than with all images.")
     subset = quick and st.number_input("Training images", 64, data.TRAIN_SIZES[ds], p["subset"] or 2000, step=1000,
@@ -146,19 +153,23 @@ else:
     st.dataframe(viz.runs_table(runs), hide_index=True, placeholder="—")
     deletable = [r.id for r in runs if not r.readonly and r.status != "running"]
     with st.expander("Delete a run"):
-        if not deletable:
-            st.caption("Nothing to delete: shipped pretrained runs and running runs cannot be deleted.")
-        else:
-            victim = st.selectbox("Run", deletable, key="delete_pick")
-            if common.action_button("Delete…", "delete", key="delete_ask"):
-                st.session_state["delete_confirm"] = victim
-            if st.session_state.get("delete_confirm") == victim:
-                st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
-                yes, no = st.columns(2)
-                if common.action_button("Yes, delete it", "delete", yes, type="primary", key="delete_yes"):
-                    common.store().delete(victim)
-                    del st.session_state["delete_confirm"]
-                    st.rerun()
-                if no.button("Keep it", key="delete_no"):
-                    del st.session_state["delete_confirm"]
-                    st.rerun()
+        victim = st.selectbox("Run (shipped and running runs cannot be deleted)", deletable, key="delete_pick")
+        if common.action_button("Delete…", "delete", key="delete_ask", disabled=not victim):
+            st.session_state["delete_confirm"] = victim
+        if victim and st.session_state.get("delete_confirm") == victim:
+            st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
+            yes, no = st.columns(2)
+            if common.action_button("Yes, delete it", "delete", yes, type="primary", key="delete_yes"):
+                common.store().delete(victim)
+                del st.session_state["delete_confirm"]
+                st.rerun()
+            if no.button("Keep it", key="delete_no"):
+                del st.session_state["delete_confirm"]
+                st.rerun()
+    with st.expander("Resume a run"):
+        pick = st.selectbox("Interrupted or cancelled run", [r.id for r in runs if train.resumable(r)],
+                            key="resume_pick")
+        if common.action_button("Resume from its last epoch", "submit", key="resume_start", disabled=not pick):
+            st.session_state["train_job"] = mgr.submit_task(functools.partial(train.resume_task, run_id=pick),
+                                                             f"resume {pick}")
+            st.rerun()

@@ -4,6 +4,7 @@ Tests never download: KDVIZ_OFFLINE=1. Full datasets come from ../shared/data
 (or $KDVIZ_DATA); tests that need them are skipped when it is absent.
 """
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,26 @@ os.environ["KDVIZ_OFFLINE"] = "1"
 DATA = Path(os.environ["KDVIZ_DATA"]) if os.environ.get("KDVIZ_DATA") else None
 HAS_DATA = bool(DATA and (DATA / "MNIST" / "raw").is_dir())
 needs_data = pytest.mark.skipif(not HAS_DATA, reason="full datasets (../shared/data or KDVIZ_DATA) not present")
+
+
+def wait_until(condition, timeout: float = 240, every: float = 0.02) -> None:
+    """Poll ``condition()`` until it holds; fail after ``timeout`` seconds. Generous: a job's
+    worker process starts, loads data and trains first, which is slow on a busy 2-core CPU."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(every)
+
+
+def run_until(at, done, timeout: float = 120):
+    """AppTest fires no timers: rerun the script until ``done(at)`` holds."""
+    deadline = time.time() + timeout
+    while not done(at):
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, at.exception
+    return at
 
 
 @pytest.fixture

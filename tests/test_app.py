@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdviz.store import RunStore
 
-from .conftest import ROOT, needs_data
+from .conftest import ROOT, needs_data, run_until, wait_until
 
 pytestmark = needs_data
 PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read_text()))
@@ -36,17 +36,6 @@ def lab() -> AppTest:
     at.run()
     at.switch_page("pages/train.py").run()
     assert not at.exception, at.exception
-    return at
-
-
-def run_until(at: AppTest, done, timeout: float = 60) -> AppTest:
-    """AppTest fires no timers: rerun the script until ``done(at)`` holds."""
-    deadline = time.time() + timeout
-    while not done(at):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.5)
-        at.run()
-        assert not at.exception, at.exception
     return at
 
 
@@ -96,10 +85,7 @@ def test_sidebar_shows_device_data_and_live_jobs(runs, tmp_path):
     gate = tmp_path / "gate"
     job = common.manager().submit_task(functools.partial(half_a_stage, gate=str(gate)), "demo job")  # shared by every tab
     try:
-        deadline = time.time() + 60
-        while len(common.manager().get(job).history) < 2:
-            assert time.time() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: len(common.manager().get(job).history) >= 2)
         bars = sidebar_of_a_fresh_session().get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 75  # (1 + 0.5) / 2 of the job
         assert bars[0].proto.text.startswith("**demo job**: student: KD · 75% · about")
@@ -148,8 +134,8 @@ def test_training_lab_trains_a_tiny_student_and_lists_it(runs):
 def test_bounded_fields_and_a_bad_setting_start_nothing(runs):
     at = lab()
     before = len(table(at))
-    # What a field shows is what the job uses: T = 0 or 10^20 epochs cannot be typed in.
-    assert (at.number_input(key="train_T").min, at.number_input(key="epochs_mnist").max) == (0.1, 500)
+    # What a field shows is what the job uses: T = 0 or 10^20 epochs cannot be typed in (train.LIMITS).
+    assert (at.number_input(key="train_T").min, at.number_input(key="epochs_mnist").max) == (0.1, 1000)
     at.selectbox(key="train_method").set_value("ensemble").run()
     assert [e.value for e in at.error] == ["Cannot start: teachers: an ensemble needs two or more finished "
                                            "teacher runs on mnist (train them as Plain)"]

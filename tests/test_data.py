@@ -1,4 +1,7 @@
 import gzip
+import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,7 +59,7 @@ def test_cifar_unpickler_refuses_code(tmp_path):
     import os
     path = tmp_path / "evil"
     path.write_bytes(pickle.dumps(os.system))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(data.DataUnavailable, match="refusing to load it"):
         data.read_cifar_batch(path)
 
 
@@ -105,3 +108,84 @@ def test_offline_sample_is_held_out_of_the_shipped_training_set():
     offline_all = torch.cat([offline.train_x, offline.test_x]).reshape(5000, -1).numpy()
     assert not any(hashlib.sha1(r.tobytes()).digest() in seen for r in offline_all)
     assert len(data.offline_sample_overlap(offline)) == 0  # the sample's own splits are disjoint
+
+
+# ---------------------------------------------------------------- damaged data folders name the file and the fault
+
+def idx(dims, body: bytes | None = None, ndim: int | None = None) -> bytes:
+    head = bytes([0, 0, 8, ndim if ndim is not None else len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    size = 1
+    for d in dims:
+        size *= d
+    return gzip.compress(head + (body if body is not None else bytes(size)))
+
+
+def mnist_folder(tmp_path, **override) -> "Path":
+    """A tiny well-formed MNIST folder (4 train / 2 test images), with some files replaced."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    files = {"train-images-idx3-ubyte": idx([4, 28, 28]), "train-labels-idx1-ubyte": idx([4], bytes([0, 1, 2, 3])),
+             "t10k-images-idx3-ubyte": idx([2, 28, 28]), "t10k-labels-idx1-ubyte": idx([2], bytes([4, 5]))}
+    for name, content in {**files, **override}.items():
+        (raw / (name + ".gz")).write_bytes(content)
+    return tmp_path
+
+
+def test_a_well_formed_tiny_folder_loads(tmp_path):
+    ds = data.load("mnist", mnist_folder(tmp_path), download=False)
+    assert ds.train_y.tolist() == [0, 1, 2, 3] and ds.test_x.shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("file,content,why", [
+    ("train-images-idx3-ubyte", idx([4, 28, 28], ndim=200), "claims 200 dimensions"),
+    ("train-images-idx3-ubyte", gzip.compress(bytes([0, 0, 8, 3, 0, 0])), "header is cut off"),
+    ("train-images-idx3-ubyte", gzip.compress(bytes([1, 2, 3, 4])), "bad header"),
+    ("train-images-idx3-ubyte", idx([4, 28, 28])[:-9], "could not be read"),  # a cut-off gzip stream
+    ("train-images-idx3-ubyte", b"not gzip at all", "could not be read"),
+    ("train-images-idx3-ubyte", idx([4, 28, 28], bytes(4 * 784 + 5)), "longer than its header says"),
+    ("train-images-idx3-ubyte", idx([4, 32, 32]), "are not 28x28 images"),
+    ("train-labels-idx1-ubyte", idx([4], bytes([0, 1, 200, 3])), "label 200 out of range (0 to 9)"),
+    ("train-labels-idx1-ubyte", idx([3], bytes([0, 1, 2])), "has 3 labels for 4 images"),
+])
+def test_damaged_idx_files_are_named_with_what_is_wrong(tmp_path, file, content, why):
+    root = mnist_folder(tmp_path, **{file: content})
+    with pytest.raises(data.DataUnavailable, match=re.escape(why)) as e:
+        data.load("mnist", root, download=False)
+    assert str(root) in str(e.value) and ("train-images" in str(e.value) or "train-labels" in str(e.value))
+
+
+def cifar_batch(path, n=3, labels=None, cut=0):
+    import numpy as np
+    raw = pickle.dumps({b"data": np.zeros((n, 3072), dtype=np.uint8),
+                        b"labels": list(range(n)) if labels is None else labels})
+    path.write_bytes(raw[:len(raw) - cut])
+
+
+@pytest.mark.parametrize("cut,labels,why", [(40, None, "is damaged or not a CIFAR-10 batch"),
+                                            (0, [0, 1, 10], "label 10 out of range"),
+                                            (0, [0, 1], "has 2 labels for 3 images")])
+def test_damaged_cifar_batches_are_named(tmp_path, cut, labels, why):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    cifar_batch(folder / "data_batch_1", cut=cut, labels=labels)
+    cifar_batch(folder / "test_batch")
+    with pytest.raises(data.DataUnavailable, match=re.escape(why)) as e:
+        data.load("cifar10", tmp_path, download=False)
+    assert "data_batch_1" in str(e.value)
+
+
+def test_an_unreadable_data_folder_is_named_not_a_crash(tmp_path, monkeypatch):
+    root = mnist_folder(tmp_path)
+    raw = root / "MNIST" / "raw"
+    real = data.os.access
+    monkeypatch.setattr(data.os, "access", lambda p, mode: real(p, mode) and Path(p) != raw)  # tests run as root
+    with pytest.raises(data.DataUnavailable, match=f"{re.escape(str(raw))} cannot be read"):
+        data.load("mnist", root, download=False)
+    assert "unreadable or damaged" in data.source_of("mnist", root)
+
+
+def test_kdviz_data_naming_a_missing_folder_is_an_error_not_the_offline_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDVIZ_DATA", str(tmp_path / "typo"))
+    with pytest.raises(data.DataUnavailable, match="MNIST is not available: the data folder .*typo.* does not exist"):
+        data.load("mnist", download=False)
+    assert "does not exist" in data.source_of("mnist")

@@ -75,3 +75,20 @@ def test_hint_loss_uses_regressor():
     s, t = torch.randn(2, 4, 5, 5), torch.randn(2, 6, 5, 5)
     assert losses.hint_loss(s, t, reg).item() == pytest.approx(((reg(s) - t) ** 2).mean().item(), rel=1e-6)
     assert isinstance(losses.make_regressor(torch.Size([2, 30]), torch.Size([2, 1200])), nn.Linear)
+
+
+def test_feature_maps_of_different_shapes_are_pooled_never_upsampled():
+    """A non-square map is matched to the smaller height and the smaller width (issue 16:
+    comparing widths only upsampled a 4 x 8 map's height to 8)."""
+    a, b = torch.ones(2, 3, 4, 8), torch.ones(2, 3, 8, 4)
+    pa, pb = losses._match_spatial(a, b)
+    assert pa.shape[-2:] == pb.shape[-2:] == (4, 4)
+    wide = torch.arange(16.0).view(1, 1, 2, 8)
+    pooled, same = losses._match_spatial(wide, torch.zeros(1, 1, 2, 4))
+    assert same.shape == (1, 1, 2, 4) and pooled[0, 0, 0].tolist() == [0.5, 2.5, 4.5, 6.5]  # pairs averaged
+
+
+def test_attention_map_uses_absolute_values():
+    """|A|^p (Zagoruyko & Komodakis 2017): a map and its negative attend alike, also for odd p."""
+    feat = torch.randn(2, 4, 3, 3)
+    assert torch.allclose(losses.attention_map(feat, p=3), losses.attention_map(-feat, p=3))

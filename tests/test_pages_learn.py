@@ -84,7 +84,7 @@ def test_temperature_page_renders_and_the_slider_changes_the_softmax(with_runs):
     assert after == pytest.approx(analysis.softmax_at(logits, 4.0), abs=1e-6)
     assert after.max() < before.max()  # hotter is softer
     student = _chart(at, "temperature_student_bars")["data"]
-    assert [trace["name"] for trace in student] == ["teacher", with_runs["cnn_kd"]]
+    assert [trace["name"] for trace in student] == ["teacher p", f"student q: {with_runs['cnn_kd']}"]
     p, q = _array(student[0]["y"]), _array(student[1]["y"])
     assert "T = 4" in at.metric[0].label
     assert float(at.metric[0].value.removesuffix(" nats")) == pytest.approx(np.sum(p * np.log(p / q)), rel=0.01)

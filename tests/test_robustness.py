@@ -15,6 +15,8 @@ from kdviz.jobs import JobManager
 from kdviz.store import RunStore
 from kdviz.train import TrainConfig
 
+from .conftest import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(model="mlp30", train_subset=600, batch_size=32, epochs=1, log_every=2)
 
@@ -40,14 +42,14 @@ def test_cancel_during_first_step(store):
 def train_with_slow_evaluation(ctx, cfg: TrainConfig, flag: str) -> dict:
     """Train ``cfg`` in the worker with an evaluation that takes 0.5 s and says when it starts."""
     from kdviz import train as T
-    real_evaluate = T.evaluate
+    real_metrics = T.test_metrics  # what the trainer calls on the test-set logits after every epoch
 
-    def slow_evaluate(*a, **kw):
+    def slow_metrics(*a, **kw):
         Path(flag).touch()
         time.sleep(0.5)
-        return real_evaluate(*a, **kw)
+        return real_metrics(*a, **kw)
 
-    T.evaluate = slow_evaluate
+    T.test_metrics = slow_metrics
     return {"run_id": ctx.train(cfg).run_id}
 
 
@@ -61,10 +63,7 @@ def test_cancel_during_evaluation_ends_within_a_step(store, tmp_path):
     flag = tmp_path / "evaluating"
     jid = jm.submit_task(functools.partial(train_with_slow_evaluation, cfg=TrainConfig(**{**TINY, "epochs": 3}),
                                            flag=str(flag)), "slow evaluation")
-    deadline = time.time() + 60
-    while not flag.exists():
-        assert time.time() < deadline
-        time.sleep(0.01)
+    wait_until(flag.exists)
     jm.cancel(jid)
     view = jm.wait(jid, 60)
     assert view.status == "cancelled"

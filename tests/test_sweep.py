@@ -15,7 +15,7 @@ from kdviz.store import RunError, RunStore
 from kdviz.train import TrainConfig
 from kdviz.viz import sweep as viz
 
-from .conftest import needs_data
+from .conftest import needs_data, run_until
 
 TINY = dict(epochs=1, train_subset=300, batch_size=50, max_steps=6)
 
@@ -87,9 +87,9 @@ def test_plan_is_the_grid_in_a_fixed_axis_order_each_point_an_ordinary_config(te
     ({"lr": [0.1, 0.2]}, "grid: cannot sweep lr"),
     ({"T": [2, 2]}, "T: give one or more values, each once"),
     ({"T": []}, "T: give one or more values"),
-    ({"T": [0, 4]}, "T: temperature T must be greater than 0"),
+    ({"T": [0, 4]}, "T: the temperature T must be between 0.1 and 100, not 0"),
     ({"alpha": [0.5, 1.5]}, "alpha: "),
-    ({"model": ["mlp30", "mlp31"]}, "model: unknown architecture 'mlp31'"),
+    ({"model": ["mlp30", "mlp31"]}, "model: unknown model 'mlp31'"),
     ({"method": ["kd", "bornagain"]}, "method: a sweep point is one run"),
     ({"T": ["hot"]}, "T: could not convert"),
 ])
@@ -211,13 +211,17 @@ def test_heatmap_colours_means_and_stars_the_best_cell_of_each_row():
     cells = pd.DataFrame({"model": ["mlp30"] * 3 + ["mlp800"] * 3, "T": [1.0, 4.0, 20.0] * 2,
                           "mean": [400, 330, 420, 150, 125, 120], "std": [5, 4, 6, 3, 2, 2], "n": [2] * 6})
     fig = viz.heatmap(cells, "T", "model", "test errors", True, sweep.AXIS_TITLES)
-    heat, best = fig.data
+    [heat] = fig.data
+
+    def starred(heat):
+        return [(heat.x[c], heat.y[r]) for r, row in enumerate(heat.text) for c, t in enumerate(row)
+                if t.startswith("★")]
     assert list(heat.x) == ["1", "4", "20"] and list(heat.y) == ["mlp30", "mlp800"]
     assert np.array_equal(heat.z, [[400, 330, 420], [150, 125, 120]]) and heat.reversescale
-    assert list(zip(best.x, best.y)) == [("4", "mlp30"), ("20", "mlp800")]
-    assert heat.text[0][1] == "330.0<br>± 4.0"
+    assert starred(heat) == [("4", "mlp30"), ("20", "mlp800")]
+    assert heat.text[0][1] == "★ 330.0<br>± 4.0" and heat.text[0][0] == "400.0<br>± 5.0"
     acc = viz.heatmap(cells.assign(mean=100 - cells["mean"] / 100), "T", "model", "test accuracy (%)", False)
-    assert list(zip(acc.data[1].x, acc.data[1].y)) == [("4", "mlp30"), ("20", "mlp800")]
+    assert starred(acc.data[0]) == [("4", "mlp30"), ("20", "mlp800")]
 
 
 def test_lines_have_error_bars_and_a_best_point_per_line():
@@ -237,7 +241,8 @@ def test_lines_have_error_bars_and_a_best_point_per_line():
 def test_import_run_copies_every_file_under_a_new_id(store, tmp_path):
     other = RunStore(tmp_path / "elsewhere", readonly={})
     run_id = fake_run(other, errors=120, model="mlp30", T=4.0)
-    other.append_metric(run_id, {"kind": "epoch", "test_acc": 0.988})
+    other.append_metric(run_id, {"kind": "epoch", "stage": "KD", "epoch": 1, "step": 10, "train_acc": 0.9,
+                                 "test_acc": 0.988})
     files = {p.name: p.read_bytes() for p in other.path(run_id).iterdir()}
     new_id = store.import_run(files)
     assert new_id != run_id and {p.name: p.read_bytes() for p in store.path(new_id).iterdir()} == files
@@ -441,17 +446,6 @@ def app(monkeypatch, tmp_path):
     wait_for(common.manager(), [job.id for job in common.manager().list()])
     st.cache_resource.clear()
     st.cache_data.clear()
-
-
-def run_until(at, done, timeout=120):
-    """AppTest fires no timers: rerun the page until ``done(at)`` holds."""
-    deadline = time.time() + timeout
-    while not done(at):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.5)
-        at.run()
-        assert not at.exception, at.exception
-    return at
 
 
 def chart(at, key):

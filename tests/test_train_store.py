@@ -94,7 +94,7 @@ def test_cancel_keeps_partial_run(store):
 
 def test_nonfinite_loss_fails_run(store):
     with pytest.raises(T.NonFiniteLoss):
-        T.train(TrainConfig(model="mlp800", lr=1e6, momentum=0.9, train_subset=2000, log_every=2), store)
+        T.train(TrainConfig(model="mlp800", lr=10.0, momentum=0.9, train_subset=2000, log_every=2), store)
     [info] = store.list()
     assert info.status == "failed" and "loss became" in info.reason
 

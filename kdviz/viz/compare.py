@@ -107,3 +107,42 @@ def generation_curves(generations: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title="generation (0 = trained on labels only)", dtick=1)
     fig.update_yaxes(title="test accuracy (%)")
     return _legend_below(layout(fig, "Born-again networks: accuracy by generation"))
+
+
+def takd_chain(chains: pd.DataFrame) -> go.Figure:
+    """TAKD (Mirzadeh et al. 2020): test accuracy down the chain teacher → assistant → student, one line
+    per TAKD run, and a diamond for the plain KD student of the same size distilled straight from the teacher."""
+    fig = go.Figure()
+    steps = ["teacher", "assistant", "student"]
+    for k, row in enumerate(chains.itertuples(index=False)):
+        archs = [row.teacher, row.assistant, row.student]
+        fig.add_trace(go.Scatter(
+            x=[f"{s}<br>({a})" for s, a in zip(steps, archs)],
+            y=[row[4], row[5], row[6]], mode="lines+markers+text", name="via the assistant (TAKD)",
+            legendgroup="takd", showlegend=k == 0, line=dict(color=method_color("takd")), marker=dict(size=10),
+            text=[f"{v:.2f} %" for v in row[4:7]], textposition="top center", customdata=[row.run] * 3,
+            hovertemplate="%{x}: %{y:.2f} %<br>%{customdata}<extra></extra>"))
+        if row[7] == row[7]:  # a direct KD student exists
+            fig.add_trace(go.Scatter(
+                x=[f"student<br>({row.student})"], y=[row[7]], mode="markers+text", name="KD straight from the teacher",
+                legendgroup="kd", showlegend=k == 0, marker=dict(symbol="diamond", size=13, color=method_color("kd")),
+                text=[f"{row[7]:.2f} %"], textposition="bottom center",
+                hovertemplate="KD student, no assistant: %{y:.2f} %<extra></extra>"))
+    fig.update_yaxes(title="test accuracy (%)")
+    return _legend_below(layout(fig, "Teacher → assistant → student", height=400))
+
+
+def inner_accuracy_bars(inner: pd.DataFrame) -> go.Figure:
+    """The test accuracy of every part of a run: each BYOT exit and the deepest, a mean teacher's
+    moving average and its student. One group of bars per run, in its method's colour."""
+    fig = go.Figure()
+    for run, rows in inner.groupby("run", sort=False):
+        method = rows.method.iloc[0]
+        fig.add_trace(go.Bar(x=rows.part, y=rows["test accuracy (%)"], name=run, marker_color=method_color(method),
+                             text=[f"{v:.2f}" for v in rows["test accuracy (%)"]], textposition="outside",
+                             hovertemplate="%{x}: %{y:.2f} %<extra>" + run + "</extra>"))
+    low = float(inner["test accuracy (%)"].min()) if len(inner) else 0.0
+    fig.update_yaxes(title="test accuracy (%)", range=[max(0.0, low - 5), 100])
+    fig.update_xaxes(title="part of the run", type="category")
+    return _legend_below(layout(fig, "Exits of a self-distilled network, a mean teacher and its student",
+                                height=400, barmode="group"))

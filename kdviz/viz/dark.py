@@ -100,3 +100,39 @@ def relation_matrices(matrices: dict[str, np.ndarray], labels, classes: list[str
         fig.update_xaxes(axis, row=1, col=col)
         fig.update_yaxes(dict(axis, autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}"), row=1, col=col)
     return layout(fig, height=420)
+
+
+def dkd_bars(split: dict, T: float) -> go.Figure:
+    """Decoupled KD (Zhao et al. 2022): the mean TCKD and NCKD of a teacher–student pair at T (nats,
+    before T²), and NCKD as classic KD weights it, by 1 − p_target of the teacher."""
+    names = ["TCKD<br>target vs rest", "NCKD<br>among the wrong classes", "(1 − p_t)·NCKD<br>NCKD inside KD"]
+    values = [split["tckd"], split["nckd"], split["kd_nckd"]]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=["#1f77b4", "#ff7f0e", "#ffbb78"],
+                           text=[f"{v:.3g}" for v in values], textposition="outside",
+                           hovertemplate="%{x}: %{y:.4g} nats<extra></extra>"))
+    fig.update_yaxes(title="mean over the test set (nats)", rangemode="tozero")
+    return layout(fig, f"KD split into its two parts at T = {T:g}", height=360)
+
+
+def neighbour_rankings(query, rows: dict[str, tuple], classes: list[str]) -> go.Figure:
+    """DarkRank's view of one query image: its nearest images by each model's embedding, closest
+    first. ``rows`` maps a model's name to (images (k, C, H, W), labels (k,), distances (k,))."""
+    names = list(rows)
+    k = len(next(iter(rows.values()))[1])
+    titles = []
+    for name in names:
+        _, labels, dist = rows[name]
+        titles += ["query" if name == names[0] else ""] + [f"{j + 1}. {classes[int(y)]} ({d:.2f})"
+                                                            for j, (y, d) in enumerate(zip(labels, dist))]
+    fig = make_subplots(len(names), k + 1, row_titles=names, subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=0.12)
+    for r, name in enumerate(names, 1):
+        images = rows[name][0]
+        if r == 1:
+            fig.add_trace(image_trace(query), r, 1)
+        for j in range(k):
+            fig.add_trace(image_trace(images[j]), r, j + 2)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_annotations(font_size=10)
+    return layout(fig, "Nearest images to the query (rank. class (distance ∕ mean))", height=90 + 130 * len(names))

@@ -97,9 +97,11 @@ def channel_mse_bars(channel_mse, n_show: int) -> go.Figure:
 
 # ---------------------------------------------------------------- attention maps and attributions
 
-def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
+def attention_grid(maps: dict[str, dict], image=None,
+                   title: str = "Attention maps (channel mean of squared activations, L2-normalised)") -> go.Figure:
     """Rows: models (``{label: {stage: (H, W) map}}``); columns: stages, each column on one
-    colour scale so models compare directly. ``image`` (C, H, W) is drawn underneath."""
+    colour scale so models compare directly; a model without a column's stage (a BYOT exit)
+    leaves its panel empty. ``image`` (C, H, W) is drawn underneath."""
     labels = list(maps)
     stages = list(dict.fromkeys(s for m in maps.values() for s in m))
     zmax = {s: max(float(_np(m[s]).max()) for m in maps.values() if s in m) for s in stages}
@@ -107,6 +109,9 @@ def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
                         horizontal_spacing=0.02, vertical_spacing=0.04)
     for r, label in enumerate(labels, 1):
         for c, stage in enumerate(stages, 1):
+            if stage not in maps[label]:
+                _note(fig, (r - 1) * len(stages) + c, "—")
+                continue
             if image is not None:
                 fig.add_trace(_gray(image), r, c)
             z = _np(maps[label][stage])
@@ -116,8 +121,7 @@ def attention_grid(maps: dict[str, dict], image=None) -> go.Figure:
     _image_axes(fig, len(labels) * len(stages))
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
                                      colorbar=dict(title="÷ largest<br>in column")))
-    return layout(fig, "Attention maps (channel mean of squared activations, L2-normalised)",
-                  height=60 + 200 * len(labels))
+    return layout(fig, title, height=60 + 200 * len(labels))
 
 
 def at_distance_bars(distances: dict[str, dict[str, float]], methods: dict[str, str]) -> go.Figure:

@@ -30,26 +30,27 @@ def _fmt(metric: str) -> str:
 def heatmap(cells: pd.DataFrame, x: str, y: str, metric: str, lower_is_better: bool,
             titles: dict[str, str] | None = None) -> go.Figure:
     """``y`` × ``x`` grid coloured by the mean of ``metric`` over seeds (brighter is better);
-    each cell reads mean ± std, and a star marks the best cell of each row."""
+    each cell reads mean ± std, the best cell of each row starts with a star (a marker drawn
+    on the cell would hide its numbers)."""
     titles = titles or {}
     xs, ys = sorted(cells[x].unique()), list(dict.fromkeys(cells[y]))
     mean = cells.pivot(index=y, columns=x, values="mean").reindex(index=ys, columns=xs)
     std = cells.pivot(index=y, columns=x, values="std").reindex(index=ys, columns=xs)
     n = cells.pivot(index=y, columns=x, values="n").reindex(index=ys, columns=xs)
     f = _fmt(metric)
-    text = [[("" if np.isnan(m) else f"{m:{f}}" + ("" if np.isnan(s) else f"<br>± {s:{f}}"))
-             for m, s in zip(mrow, srow)] for mrow, srow in zip(mean.values, std.values)]
+    best = {(v, _best(rows, lower_is_better)[x]) for v, rows in cells.groupby(y, sort=False)
+            if rows["mean"].notna().any()}
+    text = [[("" if np.isnan(m) else ("★ " if (yv, xv) in best else "") + f"{m:{f}}"
+              + ("" if np.isnan(s) else f"<br>± {s:{f}}")) for xv, m, s in zip(xs, mrow, srow)]
+            for yv, mrow, srow in zip(ys, mean.values, std.values)]
     xl, yl = [_label(v) for v in xs], [_label(v) for v in ys]
     fig = go.Figure(go.Heatmap(
         z=mean.values, x=xl, y=yl, text=text, texttemplate="%{text}", colorscale=SEQUENTIAL,
         reversescale=lower_is_better, colorbar=dict(title=metric), customdata=np.nan_to_num(n.values),
         hovertemplate=f"{titles.get(y, y)} %{{y}}, {titles.get(x, x)} %{{x}}<br>{metric}: %{{z:{f}}} "
                       "(mean of %{customdata:.0f} seeds)<extra></extra>", xgap=2, ygap=2))
-    best = [(_label(_best(rows, lower_is_better)[x]), _label(v)) for v, rows in cells.groupby(y, sort=False)
-            if rows["mean"].notna().any()]
-    fig.add_trace(go.Scatter(x=[b[0] for b in best], y=[b[1] for b in best], mode="markers", marker=BEST,
-                             name="best in row", hoverinfo="skip", showlegend=True))
-    return layout(fig, f"{metric}, mean over seeds ({'fewer is better' if lower_is_better else 'higher is better'})",
+    return layout(fig, f"{metric}, mean over seeds ({'fewer is better' if lower_is_better else 'higher is better'}; "
+                       "★ best in its row)",
                   height=160 + 60 * len(ys), xaxis_title=titles.get(x, x), yaxis_title=titles.get(y, y),
                   xaxis_type="category", yaxis_type="category", legend=dict(orientation="h", y=-0.25))
 

@@ -15,9 +15,26 @@ import plotly.graph_objects as go
 from . import layout, method_color, METHOD_COLORS
 
 TERM_LABELS = {"ce": "CE (hard labels)", "kd": "KD: T²·KL(teacher‖student)", "hint": "hint MSE (FitNets)",
-               "at": "attention transfer", "fsp": "FSP matrices"}
+               "at": "attention transfer", "fsp": "FSP matrices", "rkd": "RKD: distances and angles",
+               "dml": "mutual learning: CE + KL to peers", "dkd": "DKD: T²(α·TCKD + β·NCKD), warm-up",
+               "at_grad": "gradient AT: ½‖J_S − J_T‖²", "darkrank": "DarkRank: ranking NLL",
+               "byot": "BYOT exits: CE + KD + hint", "consistency": "consistency: softmax MSE, ramped"}
 TERM_COLORS = {"ce": METHOD_COLORS["plain"], "kd": METHOD_COLORS["kd"], "hint": METHOD_COLORS["fitnet"],
-               "at": METHOD_COLORS["at"], "fsp": METHOD_COLORS["fsp"]}
+               "at": METHOD_COLORS["at"], "fsp": METHOD_COLORS["fsp"], "rkd": METHOD_COLORS["rkd"],
+               "dml": METHOD_COLORS["dml"], "dkd": METHOD_COLORS["dkd"], "at_grad": METHOD_COLORS["at_grad"],
+               "darkrank": METHOD_COLORS["darkrank"], "byot": METHOD_COLORS["byot"],
+               "consistency": METHOD_COLORS["meanteacher"]}
+INNER_DASH = ("dot", "dashdot", "longdash", "longdashdot")  # the accuracies of a run's parts (exits, EMA teacher)
+
+
+def inner_keys(rows) -> list[str]:
+    """The per-part test accuracies the rows carry besides the run's own (``exit1_test_acc``, ``teacher_test_acc``)."""
+    return list(dict.fromkeys(k for row in rows for k in row if k.endswith("_test_acc") and k != "test_acc"))
+
+
+def inner_label(key: str) -> str:
+    """'exit1_test_acc' -> 'exit 1', 'teacher_test_acc' -> 'EMA teacher' (how a page names a run's parts)."""
+    return key.removesuffix("_test_acc").replace("exit", "exit ").replace("teacher", "EMA teacher")
 
 
 def _segments(history, kind: str):
@@ -83,14 +100,17 @@ def loss_figure(history, method: str = "plain") -> go.Figure:
 
 def accuracy_figure(history, method: str = "plain") -> go.Figure:
     """Train and test accuracy after every epoch (train accuracy is measured with
-    dropout and augmentation on, so it can sit below test accuracy)."""
+    dropout and augmentation on, so it can sit below test accuracy), and the test
+    accuracy of the run's parts when it logs them: every BYOT exit, a mean teacher."""
     fig = go.Figure()
     segments = _segments(history, "epoch")
     for name, points in segments.items():
         xs = [x for x, _ in points]
         color = _color(name, method)
         prefix = f"{_short(name)}: " if len(segments) > 1 else ""
-        for key, label, dash in (("test_acc", "test", "solid"), ("train_acc", "train (during the epoch)", "dash")):
+        inner = inner_keys(row for _, row in points)
+        for key, label, dash in (("test_acc", "test", "solid"), ("train_acc", "train (during the epoch)", "dash"),
+                                 *((k, f"{inner_label(k)}: test", d) for k, d in zip(inner, INNER_DASH))):
             fig.add_trace(go.Scatter(x=xs, y=[100 * row[key] for _, row in points], mode="lines+markers",
                                      name=f"{prefix}{label}", line=dict(color=color, dash=dash)))
     _stage_lines(fig, segments)
@@ -102,18 +122,23 @@ def accuracy_figure(history, method: str = "plain") -> go.Figure:
     return fig
 
 
+ALPHA_METHODS = ("kd", "fitnet", "kd_at", "ensemble", "bornagain", "takd")  # loss (1 − alpha)·CE + alpha·T²·KL
+T_METHODS = (*ALPHA_METHODS, "dkd", "byot")  # soft targets at T, weighted otherwise
+
+
 def runs_table(runs) -> pd.DataFrame:
     """One row per stored run (``RunInfo``), newest first, for the Training lab's table."""
     models = {r.id: r.config.get("model", "?") for r in runs}
     rows = []
     for r in runs:
         c, s = r.config, r.summary
-        soft = c.get("method", "plain") not in ("plain", "at", "fsp")
+        method = c.get("method", "plain")
         acc = s.get("test_acc")
         rows.append({
             "run": r.id, "status": r.status, "dataset": c.get("dataset"), "student / model": c.get("model"),
             "teacher": models.get(c.get("teacher"), c.get("teacher")) if c.get("teacher") else None,
-            "method": c.get("method"), "T": c.get("T") if soft else None, "alpha": c.get("alpha") if soft else None,
+            "method": method, "T": c.get("T") if method in T_METHODS else None,
+            "alpha": c.get("alpha") if method in ALPHA_METHODS else None,
             "epochs": c.get("epochs"), "train images": s.get("train_images"),
             "test acc (%)": None if acc is None else round(100 * acc, 2), "test errors": s.get("test_errors"),
             "duration (s)": None if s.get("train_time_s") is None else round(s["train_time_s"], 1),
