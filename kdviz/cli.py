@@ -1,4 +1,5 @@
-"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|resume|runs`` (the same engine as the app).
+"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|resume|runs`` (the same engine as the
+app), and ``python -m kdviz lecture``, which starts the app.
 
 Expected errors (a bad value, missing or damaged data, a run that cannot be used, a full
 disk) print one ``error: …`` line and exit 2; a traceback means a bug (or ``--debug``).
@@ -12,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import compare, data, jobs, methods, models, pretrain, replay, sweep
+from . import classroom, compare, data, jobs, methods, models, pretrain, replay, sweep
 from .progress import ProgressBar
 from .store import RunError, RunStore
 from .train import NonFiniteLoss, TrainConfig, failure_reason, resolve_device, resume, train, train_all
@@ -233,6 +234,26 @@ def cmd_replay(args, store: RunStore) -> int:
     return 0
 
 
+def cmd_lecture(args) -> int:
+    """Start the app (``streamlit run app.py``) for a lecture. In classroom mode, first print the
+    presenter's URL with its token (fixed by KDVIZ_PRESENTER_TOKEN, else a new random one) and the
+    class's URL, as Jupyter prints its token: Streamlit runs no code of the app until a browser
+    connects, so the app itself could only say it then."""
+    env = dict(os.environ)
+    extra = args.streamlit[1:] if args.streamlit[:1] == ["--"] else args.streamlit
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve().parent.parent / "app.py"),
+               "--server.port", str(args.port), *(["--server.address", args.address] if args.address else []),
+               *extra]
+    if classroom.enabled():
+        env[classroom.ENV_TOKEN] = token = classroom.token()
+        host = classroom.share_host(args.address, None)
+        print(f"\n  kdviz classroom mode (KDVIZ_CLASSROOM=0 turns it off)\n"
+              f"  Presenter URL, keep it private: {classroom.app_url(host, args.port, presenter_token=token)}\n"
+              f"  The class opens:                {classroom.app_url(host, args.port)}\n", flush=True)
+    os.execve(sys.executable, command, env)
+    return 0  # not reached: the process is Streamlit's now
+
+
 def parser() -> argparse.ArgumentParser:
     """The CLI's parser; ``recipe_config`` reads the shipped recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
@@ -323,6 +344,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
+    p = sub.add_parser("lecture", help="start the app; in classroom mode print the presenter's and the class's URLs")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="", help="the address to listen on (default: every interface)")
+    p.add_argument("streamlit", nargs=argparse.REMAINDER, help="further `streamlit run` options, after --")
     p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
     p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="regenerate only these checkpoints")
     debug = "show the traceback of an expected error too"
@@ -352,6 +377,8 @@ def _notes(e: BaseException) -> str:
 
 
 def _command(args) -> int:
+    if args.cmd == "lecture":
+        return cmd_lecture(args)
     if args.cmd == "pretrain":
         pretrain.pretrain(pretrain.RECIPES, run_recipe, only=args.only)
         return 0

@@ -16,7 +16,7 @@ import re
 import streamlit as st
 
 from kdviz import classroom
-from pages.classroom import can_act
+from pages.common import can_act
 
 FOLLOW_KEY = "classroom_follow"  # the toggle
 FOLLOWING_KEY = "classroom_following"  # its value, kept across a page switch
@@ -29,7 +29,7 @@ FOLLOW_EVERY_S = 1.0
 # images, T, bias shifts, views. Never settings of an action nor buttons (a test checks).
 FOLLOWED = re.compile(
     r"(temperature|dark|hints|attention|fsp)_(dataset|teacher|students?_.+|image|T|wrong|log|fraction|seed"
-    r"|channels|overlay|baseline|smoothgrad|clip|scope|batch)"
+    r"|std_T|std|query|channels|overlay|baseline|smoothgrad|clip|scope|batch)"
     r"|hinton_(pick|shift_.+)|sweep_(pick|metric|x|y|fix_.+)|train_job_pick")
 
 
@@ -38,19 +38,11 @@ def stage() -> classroom.Stage:
     return classroom.Stage()
 
 
-def class_url(presenter_token: str = "") -> str:
-    """The address the class types (or, with the token, the presenter's)."""
+def class_url() -> str:
+    """The address the class types (without the presenter token)."""
     host = classroom.share_host(st.get_option("server.address"), st.get_option("browser.serverAddress"))
     return classroom.app_url(host, st.get_option("server.port"), st.get_option("server.baseUrlPath") or "",
-                             bool(st.get_option("server.sslCertFile")), presenter_token)
-
-
-@st.cache_resource
-def _announce() -> None:
-    """Print the presenter's address in the terminal once per server process (on its first run)."""
-    print(f"\n  kdviz classroom mode (KDVIZ_CLASSROOM=0 turns it off)\n"
-          f"  Presenter URL, keep it private: {class_url(classroom.token())}\n"
-          f"  The class opens:                {class_url()}\n", flush=True)
+                             bool(st.get_option("server.sslCertFile")))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -128,7 +120,6 @@ def session(page):
     if not classroom.enabled() or not st.runtime.exists():  # single-user, or app.py imported by a job's process
         yield
         return
-    _announce()
     presenter = can_act()
     with st.sidebar:
         if presenter:

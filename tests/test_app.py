@@ -44,7 +44,7 @@ def table(at: AppTest):
 
 
 def test_navigation_lists_every_page_file():
-    glue = {"pages/common.py", "pages/job_view.py", "pages/classroom.py", "pages/lecture.py", "pages/__init__.py"}  # imported by pages, not pages
+    glue = {"pages/common.py", "pages/job_view.py", "pages/lecture.py", "pages/__init__.py"}  # imported by pages, not pages
     files = {f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")} - glue
     assert set(PAGES) == files
 

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from kdviz import classroom, jobs, train
+from kdviz import classroom, jobs, sweep, train
 from kdviz.store import RunStore
 
 from .conftest import ROOT, needs_data
@@ -74,6 +74,7 @@ def test_a_viewers_guard_refuses_every_action_and_changes_nothing(store, monkeyp
         "delete runs": [lambda: viewer.store.delete(run)],
         "change jobs or runs": [lambda: viewer.store.create({}), lambda: viewer.store.finish(run, "failed"),
                                 lambda: viewer.store.set_status(run, "failed"), lambda: viewer.store.import_run({}),
+                                lambda: viewer.store.save_json(store.root / "plan.json", {}),
                                 lambda: viewer.resume(run), lambda: viewer._jobs.clear(), lambda: setattr(viewer.store, "root", "/tmp")],
     }
     for words, actions in refused.items():
@@ -157,29 +158,11 @@ def queued_jobs() -> list:
     return [v for v in common._manager().list() if v.status == "queued"]
 
 
-ACTION_BUTTONS = {"pages/train.py": ["train_start", "delete_ask"], "pages/compare.py": ["cmp_start"],
-                  "pages/hinton.py": ["hinton_start"], "pages/sweep.py": ["sweep_start"]}
-
-
-@pytest.mark.parametrize("page", ACTION_BUTTONS)
-@pytest.mark.usefixtures("app")
-@needs_data
-def test_a_viewer_sees_the_action_buttons_disabled_and_why(page):
-    at = session(page)
-    assert "**Viewer**" in at.sidebar.caption[0].value
-    for key in ACTION_BUTTONS[page]:
-        assert at.button(key=key).disabled
-    locks = [c.value for c in at.caption if c.value.startswith(":material/lock:")]
-    assert ":material/lock: Only the lecturer can start jobs." in locks or ":material/lock: Only the lecturer can delete runs." in locks
-
-
-@pytest.fixture
-def buttons_left_enabled(monkeypatch):
-    """Every page's action buttons enabled for everyone, as if a page forgot to disable them:
-    the guard behind common.manager() and common.store() must still refuse."""
-    from pages import common
-    monkeypatch.setattr(common, "action_button", lambda label, action, container=st, disabled=False, **kw:
-                        container.button(label, **kw))
+def forged_click(button):
+    """A click even on a disabled button, as a message sent past the browser would be (AppTest's
+    own click refuses a disabled widget)."""
+    button._value = True
+    return button
 
 
 def refused(at: AppTest, words: str) -> None:
@@ -187,36 +170,97 @@ def refused(at: AppTest, words: str) -> None:
     assert f"Only the lecturer can {words}: this browser is a viewer." in [w.value for w in at.warning]
 
 
-@needs_data
-def test_each_action_of_a_viewer_is_refused_and_changes_nothing(app, buttons_left_enabled):
+def shared_state(store: RunStore) -> tuple:
+    """Everything a viewer must not change: runs and their status, jobs and their status, the
+    sweeps' plan files, how many jobs run at once."""
     from pages import common
-    runs_before = sorted(r.id for r in app.list())
+    plans = sorted(p.name for p in (store.root / sweep.PLANS).glob("*")) if (store.root / sweep.PLANS).is_dir() else []
+    return (sorted((r.id, r.status) for r in store.list()), [(v.id, v.status) for v in common._manager().list()],
+            plans, common._manager().max_concurrent)
+
+
+def lecture_in_progress(store: RunStore) -> dict:
+    """What a lecture leaves for a viewer to act on: a cancelled run that can resume, a queued
+    Training-lab job, a queued replay and a sweep with two queued points (nothing ever starts)."""
+    from pages import common
+    manager = common._manager()
+    victim = store.runs["cnn_kd"]
+    (store.path(victim) / train.RESUME_FILE).write_bytes(b"a resume state")
+    store.set_status(victim, "cancelled")
+    plan = sweep.create(store, train.TrainConfig(teacher=store.runs["mlp_teacher"], method="kd", model="mlp30"),
+                        {"T": [2.0, 4.0]}, "lecture")
+    queued = functools.partial(jobs.train_one, cfg=train.TrainConfig())
+    return {"victim": victim, "plan": plan, "points": sweep.submit(manager, plan),
+            "lab": manager.submit_task(queued, "lecture"), "replay": manager.submit_task(queued, "replay", "hinton-lecture")}
+
+
+@pytest.fixture
+def lecture(app, tiny_store):
+    app.runs = tiny_store.runs
+    return lecture_in_progress(app)
+
+
+# Every action a page offers: (page, button, what the refusal says); the Training lab's first.
+ACTIONS = [("pages/train.py", "train_start", "start jobs"), ("pages/train.py", "resume_start", "start jobs"),
+           ("pages/train.py", "cancel_{lab}", "cancel jobs"), ("pages/train.py", "delete_yes", "delete runs"),
+           ("pages/compare.py", "cmp_start", "start jobs"), ("pages/hinton.py", "hinton_start", "start jobs"),
+           ("pages/hinton.py", "hinton_cancel", "cancel jobs"), ("pages/sweep.py", "sweep_start", "start jobs"),
+           ("pages/sweep.py", "sweep_cancel", "cancel jobs"), ("pages/sweep.py", "sweep_resume", "start jobs")]
+
+
+# Where the check stops an action before the manager's submit: a sweep saves its plan, then sets
+# how many jobs run at once.
+FIRST_REACHED = {"sweep_start": "change jobs or runs", "sweep_resume": "change how many jobs run at once"}
+
+
+def test_the_list_of_actions_is_every_action_button():
+    keys = {key for path in (ROOT / "pages").glob("*.py")
+            for key in re.findall(r"""common\.action_button\(.*?key=f?["']([^"']+)["']""", path.read_text(), re.S)}
+    assert keys == {k.replace("{lab}", "{job_id}") for _, k, _ in ACTIONS} | {"delete_ask"}
+
+
+def each_action(lecture: dict):
+    """(AppTest on the page, with the button drawn, key, words) for each of ACTIONS as a viewer."""
+    from pages import common
     lab = session("pages/train.py")
-    lab.button(key="train_start").click().run()
-    refused(lab, "start jobs")
-    lab.run()  # a refusal ends the page where the action was: draw it all again
-    lab.button(key="delete_ask").click().run()
-    lab.button(key="delete_yes").click().run()
-    refused(lab, "delete runs")
-    for page, key in [("pages/compare.py", "cmp_start"), ("pages/hinton.py", "hinton_start"),
-                      ("pages/sweep.py", "sweep_start")]:
-        at = session(page)
+    lab.selectbox(key="train_job_pick").set_value(lecture["lab"]).run()
+    lab.selectbox(key="delete_pick").set_value(lecture["victim"]).run()
+    assert lab.selectbox(key="resume_pick").value == lecture["victim"]
+    for page, key, words in ACTIONS:
+        if key == "sweep_resume":
+            for job in lecture["points"]:  # the lecturer cancels the sweep: now it can resume
+                common._manager().cancel(job)
+        at = lab if page == "pages/train.py" else session(page)
+        if key == "delete_yes":
+            at.session_state["delete_confirm"] = lecture["victim"]  # as if "Delete…" had been pressed
+        at.run()  # a refusal ends the page where the action was: draw it all again
+        yield at, key.format(lab=lecture["lab"]), words
+
+
+@needs_data
+def test_a_viewers_action_buttons_are_disabled_and_a_forged_click_changes_nothing(app, lecture):
+    assert "**Viewer**" in session().sidebar.caption[0].value
+    for at, key, words in each_action(lecture):
+        assert at.button(key=key).disabled, key
+        assert f":material/lock: Only the lecturer can {words}." in [c.value for c in at.caption], key
+        before = shared_state(app)
+        forged_click(at.button(key=key)).run()  # Streamlit discards it
+        assert not at.exception and shared_state(app) == before, key
+
+
+@needs_data
+def test_each_action_of_a_viewer_is_refused_by_the_one_check(app, lecture, monkeypatch):
+    """Not only the buttons: with every action button left enabled (as a page that forgot
+    ``action_button`` would), each action still reaches ``common.permit`` through the viewer's
+    guarded job manager and run store, is refused in words, and nothing shared changes."""
+    from pages import common
+    monkeypatch.setattr(common, "action_button", lambda label, action, container=st, disabled=False, **kw:
+                        container.button(label, **kw))
+    for at, key, words in each_action(lecture):
+        before = shared_state(app)
         at.button(key=key).click().run()
-        refused(at, "change how many jobs run at once" if page == "pages/sweep.py" else "start jobs")
-    assert not common._manager().list() and common._manager().max_concurrent == 0
-    # Cancelling the lecturer's jobs: one from the Training lab, one replay.
-    lab_job = common._manager().submit_task(functools.partial(jobs.train_one, cfg=train.TrainConfig()), "lecture")
-    replay = common._manager().submit_task(functools.partial(jobs.train_one, cfg=train.TrainConfig()), "replay",
-                                           "hinton-lecture")
-    lab.run()
-    lab.selectbox(key="train_job_pick").set_value(lab_job).run()
-    lab.button(key=f"cancel_{lab_job}").click().run()
-    refused(lab, "cancel jobs")
-    at = session("pages/hinton.py")
-    at.button(key="hinton_cancel").click().run()
-    refused(at, "cancel jobs")
-    assert [v.id for v in queued_jobs()] == [replay, lab_job]
-    assert sorted(r.id for r in app.list()) == runs_before  # nothing deleted, nothing created (no sweep plan)
+        refused(at, FIRST_REACHED.get(key, words))
+        assert shared_state(app) == before, key
 
 
 @needs_data
