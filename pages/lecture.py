@@ -66,10 +66,10 @@ def _big_qr(url: str) -> None:
 def _share_panel() -> None:
     with st.expander("Share with the class", icon=":material/qr_code_2:"):
         url = class_url()
-        st.code(url, language=None)
+        st.code(url, language=None, wrap_lines=True)
         if url.split("//")[1].startswith(("127.", "localhost", "[::1]")):
-            st.warning("The server listens on this machine only: start it with `--server.address 0.0.0.0` "
-                       "so that the class can connect.")
+            st.warning("This address works on this machine only: the server listens on loopback, or this "
+                       "machine has no network. `python -m kdviz lecture` listens on every interface.")
         png = qr_png(url, 6)
         if png is None:
             st.info("Install segno (`pip install segno`) to show a QR code of this address.")
