@@ -25,7 +25,7 @@ be shared) and the bench's own CPU time (it runs on the same cores).
 Targets on a 2-core machine: p95 slider ≤ 1.5 s, RSS ≤ 3 GB, slowdown ≤ 2x, 0 exceptions, 0 lost runs.
 
     KDVIZ_DATA=../shared/data .venv/bin/python bench/classroom_load.py [--viewers 30] [--movers 6] \
-        [--switchers 4] [--followers 10] [--epochs 3] [--ttl 120] [--max-minutes 20]
+        [--switchers 4] [--followers 10] [--epochs 3] [--images 10000] [--ttl 120] [--max-minutes 20]
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -72,7 +73,7 @@ class Session:
         self.refusals: list[str] = []
         self.runs_finished = {"": 0, "fragment": 0}  # full and fragment runs that ended well
         self.changed = asyncio.Condition()
-        self.waiting: tuple | None = None  # (chart key, text, future)
+        self.t_charts: list[tuple[float, float | None]] = []  # (when, T) of each Temperature student chart received
         self.closed = False
 
     async def open(self) -> None:
@@ -126,16 +127,21 @@ class Session:
         wid, fragment = self.widget(key)
         return await self.rerun_and_wait(fragment_id=fragment, trigger=WidgetState(id=wid, trigger_value=True))
 
+    async def shows_t(self, T: float, since: float, timeout: float = 60) -> float:
+        """When this tab first received, after ``since``, the Temperature page's student chart at ``T``."""
+        def arrived():
+            return next((when for when, shown in self.t_charts if when > since and shown == T), None)
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(arrived), timeout)
+        return arrived()
+
     async def move_t(self, T: float, timeout: float = 60) -> float:
         """Move the Temperature page's T slider; seconds until the redrawn chart at that T arrives."""
         wid, fragment = self.widget("temperature_T")
         self.states[wid] = WidgetState(id=wid, string_array_value={"data": [f"{T:g}"]})
-        done = asyncio.get_running_loop().create_future()
-        self.waiting = ("temperature_student_bars", f'at T = {T:g}"', done)
         t0 = time.perf_counter()
         await self.rerun(fragment_id=fragment)
-        await asyncio.wait_for(done, timeout)
-        return time.perf_counter() - t0
+        return await self.shows_t(T, t0, timeout) - t0
 
     async def _auto(self, fragment_id: str, interval: float) -> None:
         while not self.closed:
@@ -148,7 +154,8 @@ class Session:
             msg = ForwardMsg()
             msg.ParseFromString(data)
             kind = msg.WhichOneof("type")
-            if kind == "new_session":  # a full run starts: its fragments register their timers again
+            if kind == "new_session" and not msg.metadata.run.fragment_ids:
+                # A full run starts (a fragment's run starts one too): its fragments register their timers again.
                 for task in self.timers.values():
                     task.cancel()
                 self.timers = {}
@@ -170,22 +177,27 @@ class Session:
                         self.runs_finished[done[msg.script_finished]] += 1
                         self.changed.notify_all()
             elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
-                self._element(msg.delta.new_element, msg.delta.fragment_id)
+                if self._element(msg.delta.new_element, msg.delta.fragment_id):
+                    async with self.changed:
+                        self.changed.notify_all()
 
-    def _element(self, element, fragment_id: str) -> None:
+    def _element(self, element, fragment_id: str) -> bool:
+        """Note what the bench measures; True for a Temperature student chart."""
         kind = element.WhichOneof("type")
         if kind == "exception":
             self.exceptions.append(f"{element.exception.type}: {element.exception.message}")
-            return
+            return False
         if kind == "alert" and "Only the lecturer" in element.alert.body:
             self.refusals.append(element.alert.body)
         proto = getattr(element, kind)
         wid = getattr(proto, "id", "")
         if wid.startswith("$$ID-") and wid.count("-") >= 2:
             self.widgets[wid.split("-", 2)[2]] = (wid, fragment_id)
-        if self.waiting and kind == "plotly_chart" and wid.endswith("-" + self.waiting[0]) \
-                and self.waiting[1] in proto.spec and not self.waiting[2].done():
-            self.waiting[2].set_result(True)
+        if kind == "plotly_chart" and wid.endswith("-temperature_student_bars"):
+            shown = re.search(r'at T = ([\d.e+-]+)"', proto.spec)
+            self.t_charts.append((time.perf_counter(), float(shown.group(1)) if shown else None))
+            return True
+        return False
 
 
 # ---------------------------------------------------------------- the server and what it does
@@ -255,10 +267,11 @@ def job_runs(runs: Path, before: set[str]) -> list[dict]:
     return out
 
 
-async def start_job(presenter: Session, runs: Path, epochs: int) -> set[str]:
+async def start_job(presenter: Session, runs: Path, epochs: int, images: int) -> set[str]:
     before = {p.name for p in runs.iterdir()}
     await presenter.goto("train")
     await presenter.set("epochs_mnist", int_value=epochs)
+    await presenter.set("subset_mnist", int_value=images)
     await presenter.click("train_start")
     return before
 
@@ -293,11 +306,21 @@ async def switcher(s: Session, stop: asyncio.Event, times: list) -> None:
         await asyncio.sleep(random.uniform(1.0, 3.0))
 
 
-async def lecturer(s: Session, stop: asyncio.Event) -> None:
+async def lecturer(s: Session, followers: list[Session], stop: asyncio.Event, follow: list, missed: list) -> None:
+    """Move T every 5 s on the Temperature page; how long each follower takes to show the new T."""
     await s.goto("temperature")
+    current = 1.0
     while not stop.is_set():
-        await s.move_t(random.choice(analysis.TEMPERATURES))
-        await asyncio.sleep(5.0)
+        T = random.choice([t for t in analysis.TEMPERATURES if t != current])
+        t0 = time.perf_counter()
+        await s.move_t(T)
+        current = T
+        for f in followers:
+            try:
+                follow.append(await f.shows_t(T, t0, max(0.1, t0 + 10 - time.perf_counter())) - t0)
+            except asyncio.TimeoutError:
+                missed.append(f.name)
+        await asyncio.sleep(max(0.0, t0 + 5 - time.perf_counter()))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -322,7 +345,7 @@ async def main(args) -> dict:
 
         sampler = Sampler(server)
         sampler.start()
-        before = await start_job(presenter, runs, args.epochs)
+        before = await start_job(presenter, runs, args.epochs, args.images)
         result["job_alone_s"], alone_runs = await wait_job(runs, before, args.max_minutes * 60)
         result["alone"] = sampler.summary()
         await presenter.goto("dark_knowledge")
@@ -341,12 +364,12 @@ async def main(args) -> dict:
 
         sampler, stop = Sampler(server), asyncio.Event()
         sampler.start()
-        slider, switches, timeouts = [], [], []
-        before = await start_job(presenter, runs, args.epochs)
+        slider, switches, timeouts, follow, missed = [], [], [], [], []
+        before = await start_job(presenter, runs, args.epochs, args.images)
         tasks = [asyncio.create_task(mover(v, stop, slider, timeouts)) for v in viewers[:args.movers]]
         tasks += [asyncio.create_task(switcher(v, stop, switches))
                   for v in viewers[args.movers:args.movers + args.switchers]]
-        tasks.append(asyncio.create_task(lecturer(presenter, stop)))
+        tasks.append(asyncio.create_task(lecturer(presenter, followers, stop, follow, missed)))
         try:
             result["job_with_class_s"], class_runs = await wait_job(runs, before, args.max_minutes * 60)
         finally:
@@ -356,9 +379,13 @@ async def main(args) -> dict:
         result["following"] = sum(bool(f.page_hash == presenter.page_hash) for f in followers)
         result.update(slider_moves=len(slider), slider_timeouts=len(timeouts), slider_p50_s=pct(slider, 50),
                       slider_p95_s=pct(slider, 95), slider_max_s=max(slider, default=float("nan")),
-                      page_switches=len(switches), switch_p50_s=pct(switches, 50), switch_p95_s=pct(switches, 95))
+                      page_switches=len(switches), switch_p50_s=pct(switches, 50), switch_p95_s=pct(switches, 95),
+                      follow_updates=len(follow), follow_missed=len(missed), follow_p50_s=pct(follow, 50),
+                      follow_p95_s=pct(follow, 95))
         everyone = [presenter, *viewers]
         result["exceptions"] = sorted({e for s in everyone for e in s.exceptions})
+        result["bench_client_errors"] = [f"{s.name}: {s.reader.exception()!r}" for s in everyone  # a tab that stopped reading
+                                         if s.reader.done() and not s.reader.cancelled() and s.reader.exception()]
         result["refusals_seen"] = sum(len(s.refusals) for s in everyone)
         result["lost_runs"] = [r["id"] for r in alone_runs + class_runs if r["status"] != "done"]
         result["job_slowdown"] = result["job_with_class_s"] / result["job_alone_s"]
@@ -373,6 +400,7 @@ async def main(args) -> dict:
         await presenter.close()
     finally:
         server.close()
+    result["server_tracebacks"] = (runs.parent / "streamlit.log").read_text().count("Traceback")
     return result
 
 
@@ -383,6 +411,7 @@ if __name__ == "__main__":
     parser.add_argument("--switchers", type=int, default=4, help="viewers switching pages")
     parser.add_argument("--followers", type=int, default=10, help="viewers following the lecturer")
     parser.add_argument("--epochs", type=int, default=3, help="of the Training lab's default MNIST job")
+    parser.add_argument("--images", type=int, default=10000, help="its training images (the lab's default)")
     parser.add_argument("--ttl", type=int, default=120, help="server.disconnectedSessionTTL (Streamlit's default)")
     parser.add_argument("--max-minutes", type=float, default=20, help="give up on a job after this long")
     args = parser.parse_args()

@@ -5,6 +5,7 @@ flags a closed network needs; tests skip cleanly where it is not installed.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -23,13 +24,7 @@ PAGES = ["", "temperature", "dark_knowledge", "train", "compare", "hints", "atte
 
 
 def browser_available() -> bool:
-    if not Path(CHROMIUM).exists():
-        return False
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return Path(CHROMIUM).exists() and importlib.util.find_spec("playwright") is not None
 
 
 def free_port() -> int:
