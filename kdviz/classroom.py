@@ -50,10 +50,6 @@ _token_lock = threading.Lock()
 _random_token: str | None = None
 
 
-class NotAllowed(PermissionError):
-    """A viewer tried to act (start, cancel, delete, change a shared setting)."""
-
-
 def enabled() -> bool:
     return os.environ.get(ENV_CLASSROOM, "1").strip() != "0"
 
@@ -103,22 +99,18 @@ def refusal(action: str) -> str:
     return f"{only_the_lecturer(action)[:-1]}: this browser is a viewer."
 
 
-def _refuse(action: str) -> None:
-    raise NotAllowed(refusal(action))
-
-
 class Guarded:
     """A viewer's view of a shared engine object (the job manager or the run store).
 
     Reading passes through; calling anything else (submit, cancel, delete, a method added
     later) or setting an attribute (``max_concurrent``) calls ``refuse(action)``, which must
-    raise (by default ``NotAllowed``). The check is made when the call is made, so an action
+    raise (the app's ``pages.common.permit`` says why and ends the run). The check is made when the call is made, so an action
     whose button was left enabled by mistake is still refused. Objects reached through it
     (``manager.store``) are guarded too."""
 
     __slots__ = ("_target", "_refuse")
 
-    def __init__(self, target: Any, refuse: Callable[[str], None] = _refuse):
+    def __init__(self, target: Any, refuse: Callable[[str], None]):
         object.__setattr__(self, "_target", target)
         object.__setattr__(self, "_refuse", refuse)
 

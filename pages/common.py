@@ -101,7 +101,7 @@ def shared(fn, *args, **kwargs):
     arguments (the 256 most recent kept): a figure or array that depends only on runs and settings,
     so a class of 30 on one page costs about one session's work. ``fn`` must be pure, and its
     result is shared: never change it."""
-    return _shared(f"{fn.__module__}.{fn.__qualname__}", args, kwargs, fn)
+    return _shared(f"{fn.__code__.co_filename}:{fn.__qualname__}", args, kwargs, fn)  # a page's own function too
 
 
 @st.cache_resource(show_spinner="Loading dataset…")

@@ -1,8 +1,12 @@
 """Classroom mode (issue 21): viewers explore and follow the lecturer; only the presenter acts."""
 import functools
 import ipaddress
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -12,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from kdviz import classroom, jobs, sweep, train
 from kdviz.store import RunStore
 
+from .browser import free_port
 from .conftest import ROOT, needs_data
 
 TOKEN = "test-presenter-token"
@@ -52,6 +57,33 @@ def test_addresses():
     ipaddress.ip_address(classroom.lan_address())  # an address, whatever the network (127.0.0.1 without one)
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_the_lecture_command_prints_the_presenter_url_before_it_serves(on, tmp_path):
+    """``python -m kdviz lecture``: the presenter's URL with a fresh random token and the class's
+    URL, and the server that follows holds that token; with classroom mode off, neither."""
+    port = free_port()
+    env = {**os.environ, classroom.ENV_CLASSROOM: "1" if on else "0", "KDVIZ_RUNS": str(tmp_path)}
+    env.pop(classroom.ENV_TOKEN, None)
+    proc = subprocess.Popen([sys.executable, "-m", "kdviz", "lecture", "--port", str(port), "--",
+                             "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = ""
+        while "URL:" not in printed:  # Streamlit's own lines, once it serves
+            line = proc.stdout.readline()
+            assert line, printed
+            printed += line
+        given = re.search(rf"Presenter URL, keep it private: http://[\d.]+:{port}/\?presenter=([\w-]+)\n"
+                          rf"\s+The class opens: +http://[\d.]+:{port}/\n", printed)
+        assert bool(given) == on, printed
+        if on:  # the server (the same process: the command becomes Streamlit) holds the printed token
+            environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+            assert f"{classroom.ENV_TOKEN}={given.group(1)}".encode() in environ and len(given.group(1)) >= 20
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def parked_manager(store: RunStore) -> jobs.JobManager:
     """A job manager that queues but never starts a job (no worker process in these tests)."""
     manager = jobs.JobManager(store)
@@ -66,7 +98,9 @@ def test_a_viewers_guard_refuses_every_action_and_changes_nothing(store, monkeyp
     job = manager.submit_task(functools.partial(jobs.train_one, cfg=train.TrainConfig()), "queued")
     monkeypatch.setattr(jobs.JobManager, "resume", lambda self, run_id: self.submit(train.TrainConfig()),
                         raising=False)  # an action another page adds later
-    viewer = classroom.Guarded(manager)
+    def refuse(action):
+        raise PermissionError(classroom.refusal(action))
+    viewer = classroom.Guarded(manager, refuse)
     refused = {
         "start jobs": [lambda: viewer.submit(train.TrainConfig()), lambda: viewer.submit_task(print, "x")],
         "cancel jobs": [lambda: viewer.cancel(job)],
@@ -79,7 +113,7 @@ def test_a_viewers_guard_refuses_every_action_and_changes_nothing(store, monkeyp
     }
     for words, actions in refused.items():
         for act in actions:
-            with pytest.raises(classroom.NotAllowed, match=f"^Only the lecturer can {words}: this browser is a viewer"):
+            with pytest.raises(PermissionError, match=f"^Only the lecturer can {words}: this browser is a viewer"):
                 act()
     assert [v.status for v in manager.list()] == ["queued"] and manager.max_concurrent == 0
     assert [r.id for r in store.list()] == [run] and store.get(run).status == "done"
@@ -322,3 +356,27 @@ def test_a_follower_gets_the_lecturers_page_and_choices(app):
     lecturer.select_slider(key="dark_T").set_value(3.0).run()
     student.run()
     assert student.select_slider(key="dark_T").value == 5.0 and not student.exception
+
+
+def test_shared_work_is_computed_once_for_every_session_and_bounded():
+    """``common.shared``: the same pure call from any session is computed once; the cache keeps only
+    the most recent 256 results, so a long lecture cannot grow it without bound."""
+    import numpy as np
+    import torch
+
+    from pages import common
+    st.cache_resource.clear()
+    calls = []
+
+    def figure(logits, images, T):
+        calls.append(T)
+        return {"T": T}
+    logits, images = np.arange(1000.0).reshape(100, 10), torch.zeros(4, 1, 28, 28)
+    first = common.shared(figure, logits, images, 2.0)
+    assert common.shared(figure, logits.copy(), images.clone(), 2.0) is first and calls == [2.0]
+    common.shared(figure, logits + 1, images, 2.0)  # other arrays: another result
+    assert len(calls) == 2
+    for T in range(300):
+        common.shared(figure, logits, images, float(T) + 0.5)
+    common.shared(figure, logits, images, 2.0)  # evicted by the 300 newer ones: computed again
+    assert len(calls) == 303 and calls[-1] == 2.0

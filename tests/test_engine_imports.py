@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 ENGINE = ["data", "models", "losses", "methods", "train", "store", "jobs", "cli", "compare", "replay",
-          "pretrain", "metrics", "analysis", "sweep"]
+          "pretrain", "metrics", "analysis", "sweep", "classroom"]
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
