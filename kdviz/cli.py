@@ -350,6 +350,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("streamlit", nargs=argparse.REMAINDER, help="further `streamlit run` options, after --")
     p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
     p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="regenerate only these checkpoints")
+    p.add_argument("--mend", action="store_true",
+                   help="record shipped folders the manifest lacks, from the folders themselves (no training)")
     debug = "show the traceback of an expected error too"
     ap.add_argument("--debug", action="store_true", help=debug)
     for p in sub.choices.values():  # accepted after the command as well
@@ -380,7 +382,10 @@ def _command(args) -> int:
     if args.cmd == "lecture":
         return cmd_lecture(args)
     if args.cmd == "pretrain":
-        pretrain.pretrain(pretrain.RECIPES, run_recipe, only=args.only)
+        if args.mend:
+            print(f"recorded: {', '.join(pretrain.mend(pretrain.RECIPES)) or 'nothing was missing'}")
+        else:
+            pretrain.pretrain(pretrain.RECIPES, run_recipe, only=args.only)
         return 0
     store = RunStore(args.runs)
     if args.cmd == "runs":

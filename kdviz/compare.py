@@ -188,12 +188,11 @@ def _note(method: str, acc: float, plain: float, plain_std, std, config: dict) -
     if method in ("teacher", "plain") or math.isnan(plain):
         return ""
     noise = max(float(np.nan_to_num(plain_std)), float(np.nan_to_num(std)))
-    if acc < plain - noise:
-        why = caveats(config)
-        return "below the plain student" + (f": {'; '.join(why)}" if why else "")
-    if acc < plain:
-        return "below plain, within the spread of the seeds"
-    return ""
+    if acc >= plain:
+        return ""
+    why = "; ".join(caveats(config) + [c for c in [methods.get(method).caveat] if c])
+    what = "below the plain student" if acc < plain - noise else "below plain, within the spread of the seeds"
+    return what + (f": {why}" if why else "")
 
 
 def label(method: str, arch: str = "") -> str:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import data, replay, train
+from . import methods as kdmethods
 from .store import ASSETS, RunStore
 
 COMPARED_CLAIMS = ("kd", "fitnet", "at", "fsp", "rkd")  # issue 16: each at or above the plain student
+MAP_CLAIMS = ("dkd", "takd", "byot", "meanteacher", "darkrank", "at_grad")  # issue 19: one shipped run each
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Claim:
     paper: str  # what the paper reports (or states)
     shipped: str  # what the shipped runs show
     ok: bool | None  # None: shown for information, not a pass/fail claim
+    noted: str = ""  # passed only because the page says, beside the number, why the paper's point is not shown
 
 
 def _entries(manifest: dict) -> list[dict]:
@@ -70,16 +73,47 @@ def hinton_claims(manifest: dict, store: RunStore, ds: data.Dataset | None) -> l
     return rows
 
 
+def _accs(entries: list[dict], method: str) -> list[float]:
+    return [e["metrics"]["test_acc"] for e in entries if e["method"] == method]
+
+
 def comparison_claims(manifest: dict, dataset: str, methods: tuple[str, ...] = COMPARED_CLAIMS) -> list[Claim]:
-    """Each method's mean test accuracy over seeds at or above the plain student's mean."""
+    """Each method's mean test accuracy over seeds at or above the plain student's mean; or, for a
+    method whose benchmarks report small gains and some losses (its ``caveat``), below it by no
+    more than the seeds' spread and than the loss those benchmarks saw, with the Compare page's
+    note saying so beside the number (issue 16)."""
     group = [e for e in _entries(manifest) if e.get("group") == f"compare-pretrained-{dataset}"]
-    plain, n_plain = _mean_acc(group, "plain")
+    plain_accs = _accs(group, "plain")
+    plain = float(np.mean(plain_accs)) if plain_accs else float("nan")
+    rows = []
+    for method in methods:
+        accs = _accs(group, method)
+        acc = float(np.mean(accs)) if accs else float("nan")
+        enough = len(accs) >= 2 and len(plain_accs) >= 2
+        spread = max(np.std(accs, ddof=1), np.std(plain_accs, ddof=1)) if enough else 0.0
+        known = kdmethods.get(method)
+        within = plain - min(spread, known.reported_loss / 100) <= acc < plain
+        noted = known.caveat if enough and within else ""
+        rows.append(Claim(f"{data.TITLES[dataset]} comparison: {method} ≥ plain student (mean of seeds)",
+                          "distillation helps", f"{100 * acc:.2f} % ({len(accs)} seeds) vs plain {100 * plain:.2f} % "
+                                                f"({len(plain_accs)} seeds)",
+                          enough and (acc >= plain or bool(noted)), noted))
+    return rows
+
+
+def map_claims(manifest: dict, methods: tuple[str, ...] = MAP_CLAIMS) -> list[Claim]:
+    """Issue 19's methods, one seed each in the MNIST comparison: each beats or matches the plain
+    student, "matches" meaning within the plain student's own seed-to-seed range (at or above its
+    weakest seed): one run cannot be told apart from plain by less than that."""
+    group = [e for e in _entries(manifest) if e.get("group") == "compare-pretrained-mnist"]
+    plain = [e["metrics"]["test_acc"] for e in group if e["method"] == "plain"]
     rows = []
     for method in methods:
         acc, n = _mean_acc(group, method)
-        rows.append(Claim(f"{data.TITLES[dataset]} comparison: {method} ≥ plain student (mean of seeds)",
-                          "distillation helps", f"{100 * acc:.2f} % ({n} seeds) vs plain {100 * plain:.2f} % "
-                                                f"({n_plain} seeds)", n >= 2 and n_plain >= 2 and acc >= plain))
+        rows.append(Claim(f"MNIST comparison: {method} beats or matches the plain student", "distillation helps",
+                          f"{100 * acc:.2f} % ({n} seed) vs plain {100 * np.mean(plain):.2f} % "
+                          f"(seeds {', '.join(f'{100 * a:.2f}' for a in plain)})",
+                          bool(n and plain and acc >= min(plain))))
     return rows
 
 
@@ -116,4 +150,4 @@ def claims(dest=ASSETS, with_data: bool = True) -> list[Claim]:
         except data.DataUnavailable:
             ds = None
     return (hinton_claims(manifest, store, ds) + comparison_claims(manifest, "mnist")
-            + comparison_claims(manifest, "fashion_mnist") + teacher_claims(manifest))
+            + map_claims(manifest) + comparison_claims(manifest, "fashion_mnist") + teacher_claims(manifest))

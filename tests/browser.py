@@ -20,7 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 # url path of every page, as app.py's st.navigation derives it from the file name
-PAGES = ["", "temperature", "dark_knowledge", "train", "compare", "hints", "attention", "fsp", "hinton"]
+PAGES = ["", "temperature", "dark_knowledge", "train", "compare", "sweep", "hints", "attention", "fsp", "hinton"]
 
 
 def browser_available() -> bool:

@@ -157,11 +157,11 @@ def test_two_tabs_see_the_same_jobs(server, browser):
 
 def hold_arrow_keys(page, slider_key: str, seconds: float = 3.0, every_ms: int = 50) -> None:
     """Hold an arrow key on a slider as a keyboard's auto-repeat does (every 50 ms): right
-    for the first half, then left, so the thumb keeps moving whatever the slider's range."""
-    page.locator(f".st-key-{slider_key} [role=slider]").focus()
+    for two thirds of the time, then left, so the thumb turns and ends away from its start."""
+    page.locator(f".st-key-{slider_key} input[type=range]").focus()
     presses = int(seconds * 1000 / every_ms)
     for i in range(presses):
-        page.keyboard.press("ArrowRight" if i < presses // 2 else "ArrowLeft")
+        page.keyboard.press("ArrowRight" if i < 2 * presses // 3 else "ArrowLeft")
         page.wait_for_timeout(every_ms)
 
 
@@ -179,6 +179,8 @@ def test_a_held_arrow_key_on_a_slider_never_breaks_the_page(server, tab, path, s
     and left the figure showing another value than the slider (.streamlit/config.toml)."""
     tab.goto(f"{server.url}/{path}")
     wait_for_run(tab)
+    thumb = tab.locator(f".st-key-{slider} [data-testid='stSliderThumbValue']")
+    start = thumb.inner_text().strip()
     hold_arrow_keys(tab, slider)
     wait_for_run(tab)
     tab.wait_for_timeout(1000)  # a late error dialog would show up now
@@ -186,7 +188,8 @@ def test_a_held_arrow_key_on_a_slider_never_breaks_the_page(server, tab, path, s
     assert tab.get_by_text("Connection error").count() == 0
     assert tab.get_by_text("Cached ForwardMsg MISS").count() == 0
     assert_no_errors(tab)
-    value = tab.locator(f".st-key-{slider} [data-testid='stSliderThumbValue']").inner_text().strip()
+    value = thumb.inner_text().strip()
+    assert value != start  # the keys moved it
     texts = annotations(tab, chart)
     assert any(re.search(re.escape(shown(value)) + r"(?![\d.])", text) for text in texts), (value, texts)
     tab.screenshot(path=str(ARTIFACTS / f"held-key-{path}.png"), full_page=True)

@@ -35,7 +35,7 @@ def test_plan_queues_every_method_and_seed_as_one_group(tiny_store):
 
 @pytest.mark.parametrize("teacher,student,kept,reason", [
     ("cnn_teacher", "cnn_xs", ["plain", "kd", "fitnet", "at", "kd_at"], "FSP needs matching channels"),
-    ("mlp_teacher", "mlp800", ["plain", "kd", "fitnet"], "MLPs have none"),
+    ("mlp_teacher", "mlp800", ["plain", "kd", "fitnet"], "is an MLP (it has none)"),
     ("cnn_teacher", "mlp30", ["plain", "kd"], "both be feature maps"),  # an MLP's hidden vector vs a conv hint map
 ])
 def test_plan_leaves_out_methods_the_models_cannot_run(tiny_store, teacher, student, kept, reason):
@@ -215,7 +215,7 @@ def test_page_queues_a_group_of_jobs(app, tiny_store):
     teacher.set_value(tiny_store.runs["mlp_teacher"]).run()
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
-    assert "Attention transfer is left out" in warnings and "MLPs have none" in warnings
+    assert "Attention transfer is left out" in warnings and "is an MLP (it has none)" in warnings
     button = next(b for b in at.button if b.label.startswith("Queue "))
     assert button.label == "Queue 3 runs"  # plain, KD, FitNets for an MLP student
     button.click().run()
@@ -230,3 +230,15 @@ def test_page_queues_a_group_of_jobs(app, tiny_store):
             mgr.cancel(j.id)
         for j in jobs:
             mgr.wait(j.id, timeout=60)
+
+
+def test_a_method_below_plain_says_so_with_its_reasons():
+    """Issue 16: never silence beside a method that did worse than the plain student."""
+    one_epoch = {"dataset": "mnist", "epochs": 1, "method": "rkd"}
+    far = compare._note("rkd", 0.975, 0.979, 0.0004, 0.001, one_epoch)
+    assert far.startswith("below the plain student: only 1 epoch; ") and "Tian et al. 2020" in far
+    near = compare._note("rkd", 0.9783, 0.9793, 0.0004, 0.0011, one_epoch)
+    assert near.startswith("below plain, within the spread of the seeds")
+    assert compare._note("kd", 0.985, 0.979, 0.0004, 0.001, {"epochs": 1}) == ""
+    fsp = compare._note("fsp", 0.9, 0.979, 0.0, 0.0, {"dataset": "mnist", "epochs": 10, "train_subset": 5000})
+    assert fsp == "below the plain student: trained on 5,000 of 60,000 images"  # FSP has no caveat of its own

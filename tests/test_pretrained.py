@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from kdviz import cli, data, losses, models, pretrain, sweep
-from kdviz.store import ASSETS, RunStore
-from kdviz.train import TrainConfig, evaluate, predict_logits, test_logits, test_metrics
+from kdviz.store import ASSETS, RunStore, write_json
+from kdviz.train import TrainConfig, evaluate, predict_logits
+from kdviz.train import test_logits as logits_of, test_metrics as metrics_of  # not collected as tests
 
 from .conftest import needs_data
 
@@ -100,8 +101,8 @@ def test_checkpoint_rebuilds_from_manifest_and_reaches_its_accuracy(name):
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
     # The shipped test-set logits give the recorded accuracy exactly, and the checkpoint gives the
     # same predictions as those logits on a slice of the test set (the whole set is slow on a CPU).
-    shipped = test_logits(RunStore(readonly={"pretrained": ASSETS}), f"pretrained/{name}", ds)
-    assert test_metrics(torch.from_numpy(shipped), ds.test_y)["test_acc"] == entry["metrics"]["test_acc"]
+    shipped = logits_of(RunStore(readonly={"pretrained": ASSETS}), f"pretrained/{name}", ds)
+    assert metrics_of(torch.from_numpy(shipped), ds.test_y)["test_acc"] == entry["metrics"]["test_acc"]
     z = predict_logits(model, ds.test_x[:500], ds.name)
     assert (z.argmax(1).numpy() == shipped[:500].argmax(1)).mean() >= 0.998
     assert abs(entry["metrics"]["test_acc"] - entry["metrics"]["fp32_test_acc"]) <= pretrain.HALF_TOLERANCE
@@ -130,8 +131,8 @@ def test_pretrain_trains_ships_half_weights_and_records_the_command(tmp_path):
     ds = data.load("mnist")
     # The pages read the shipped float16 logits: they give exactly the recorded accuracy, and the
     # model itself gives it within an image or so.
-    logits = torch.from_numpy(test_logits(store, "pretrained/s", ds))
-    assert test_metrics(logits, ds.test_y)["test_acc"] == s.summary["test_acc"]
+    logits = torch.from_numpy(logits_of(store, "pretrained/s", ds))
+    assert metrics_of(logits, ds.test_y)["test_acc"] == s.summary["test_acc"]
     assert abs(evaluate(model, ds, "cpu")["test_acc"] - s.summary["test_acc"]) <= 0.0005
     assert abs(s.summary["test_acc"] - s.summary["fp32_test_acc"]) <= pretrain.HALF_TOLERANCE
     assert s.summary["test_acc"] > 0.5  # chance is 0.1
@@ -139,6 +140,13 @@ def test_pretrain_trains_ships_half_weights_and_records_the_command(tmp_path):
     again = pretrain.pretrain(recipes, cli.run_recipe, tmp_path, only=["s"])  # a partial re-run keeps the others
     assert [e["name"] for e in again["checkpoints"]] == ["t", "s"]
     assert again["checkpoints"][0] == manifest["checkpoints"][0]
+
+    # A manifest that lost an entry (two `pretrain --only` once overwrote each other's) is mended
+    # from the shipped folder, without training: the same entry as shipping wrote.
+    write_json(tmp_path / "manifest.json", {**again, "checkpoints": again["checkpoints"][1:]})
+    assert pretrain.mend(recipes, tmp_path) == ["t"]
+    assert pretrain.read_manifest(tmp_path)["checkpoints"] == again["checkpoints"]
+    assert pretrain.mend(recipes, tmp_path) == []
 
 
 def test_pretrain_rejects_unknown_names(tmp_path, capsys):

@@ -400,7 +400,7 @@ def test_pretrain_ships_a_sweep_recipe_as_metrics_only_points(tmp_path, tiny_sto
     shutil.copytree(tiny_store.path(teacher), tmp_path / "teacher")
     recipe = pretrain.Recipe("sw", "sweep --teacher pretrained/teacher --student mlp30 --T 2 4 --seeds 2 "
                                    "--epochs 1 --train-subset 200 --no-augment --group sweep-shipped")
-    manifest = pretrain.pretrain([recipe], tmp_path)
+    manifest = pretrain.pretrain([recipe], cli.run_recipe, tmp_path)
     assert recipe.is_sweep and manifest["checkpoints"] == []
     entry = manifest["sweeps"][0]
     assert entry["command"] == f"python -m kdviz {recipe.command}" and entry["group"] == "sweep-shipped"
@@ -412,7 +412,8 @@ def test_pretrain_ships_a_sweep_recipe_as_metrics_only_points(tmp_path, tiny_sto
     assert sweep.sweeps(shipped) == ["sweep-shipped"]
     plan = sweep.load(shipped, "sweep-shipped")
     assert plan.grid == {"T": [2.0, 4.0], "seed": [0, 1]} and sweep.counts(plan, shipped.list()).done == 4
-    again = pretrain.pretrain([pretrain.Recipe("sw", recipe.command.replace("--T 2 4", "--T 2"))], tmp_path)
+    again = pretrain.pretrain([pretrain.Recipe("sw", recipe.command.replace("--T 2 4", "--T 2"))], cli.run_recipe,
+                               tmp_path)
     assert again["sweeps"][0]["points"] == ["sw-seed0", "sw-seed1"]  # one T: not swept
     assert not (tmp_path / "sw-T4-seed0").exists()  # the old shipment's points are gone
 
