@@ -19,9 +19,11 @@ reaches the client, not a repaint.
    server's memory is measured again.
 
 Reported: p50/p95 time from a slider move to the redrawn chart (and from a page switch to
-the page finished), the server's RSS (and its worker processes'), the job's slowdown against
-the job alone, exceptions seen by any session, lost runs, the load average (the machine may
-be shared) and the bench's own CPU time (it runs on the same cores).
+the page finished, and from the lecturer's move to each follower's chart at the new T), the
+server's RSS (and its worker processes'), the job's slowdown against the job alone,
+exceptions seen by any session (and tracebacks in the server's log), lost runs, the load
+average (the machine may be shared) and the bench's own CPU time (it runs on the same cores).
+Bounded: loopback only, at most 60 viewers, each job given up after ``--max-minutes``.
 Targets on a 2-core machine: p95 slider ≤ 1.5 s, RSS ≤ 3 GB, slowdown ≤ 2x, 0 exceptions, 0 lost runs.
 
     KDVIZ_DATA=../shared/data .venv/bin/python bench/classroom_load.py [--viewers 30] [--movers 6] \
@@ -415,4 +417,6 @@ if __name__ == "__main__":
     parser.add_argument("--ttl", type=int, default=120, help="server.disconnectedSessionTTL (Streamlit's default)")
     parser.add_argument("--max-minutes", type=float, default=20, help="give up on a job after this long")
     args = parser.parse_args()
+    if not 0 < args.viewers <= 60 or args.movers + args.switchers + args.followers > args.viewers:
+        parser.error("1 to 60 viewers, at least as many as movers + switchers + followers")
     print(json.dumps(asyncio.run(main(args)), indent=1))
