@@ -77,7 +77,7 @@ def similarity_view(classes, labels, logits, student_logits):
 
     st.subheader("Decoupled KD: the target part and the rest")
     split = analysis.dkd_split(logits, student_logits, labels, T)
-    st.plotly_chart(viz.dkd_bars(split, T), key="dark_dkd")
+    st.plotly_chart(common.shared(viz.dkd_bars, split, T), key="dark_dkd")
     st.caption(f"Zhao et al. (CVPR 2022) split KL(teacher ‖ student) at T into TCKD (the binary target vs "
                f"non-target probabilities) and NCKD (the wrong classes among themselves, renormalised): KD = TCKD + "
                f"(1 − p_t)·NCKD, exactly ({split['kd']:.3g} nats here, per image on average). The teacher's mean "
@@ -102,7 +102,7 @@ st.markdown("**DarkRank** (Chen, Wang & Zhang 2018) transfers only the *order* o
             "others are nearest. The student learns the teacher's ranking of the nearest four with a listwise loss.")
 query = st.slider("Query image (position in the batch above, sorted by class)", 0, len(batch) - 1, 0, key="dark_query")
 ranked = {who: analysis.nearest_neighbours(m, query) for who, m in zip(("teacher", "student"), matrices.values())}
-st.plotly_chart(viz.neighbour_rankings(ds.test_x[batch[query]], {
+st.plotly_chart(common.shared(viz.neighbour_rankings, ds.test_x[batch[query]], {
     who: (ds.test_x[batch[nn]], labels[batch[nn]], m[query][nn]) for (who, nn), m in zip(ranked.items(), matrices.values())},
     classes), key="dark_rankings")
 

@@ -129,8 +129,8 @@ def standardisation_view(classes, t_logits, s_logits, s_name, s_color, log_y):
                            key="temperature_std_T")
     on = right.toggle("Standardise logits", value=True, key="temperature_std")
     p_t, p_s = (analysis.softmax_at(analysis.standardized(z) if on else z, T) for z in (t_logits, s_logits))
-    st.plotly_chart(viz.probability_bars([("teacher", p_t, TEACHER), (s_name, p_s, s_color)], classes, T, log_y,
-                                         f"{'Standardised' if on else 'Raw'} logits, softmax at T = {T:g}"),
+    st.plotly_chart(common.shared(viz.probability_bars, [("teacher", p_t, TEACHER), (s_name, p_s, s_color)], classes,
+                                  T, log_y, f"{'Standardised' if on else 'Raw'} logits, softmax at T = {T:g}"),
                     key="temperature_std_bars")
 
 
