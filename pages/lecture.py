@@ -2,7 +2,7 @@
 code to project) and the viewers' "Follow the lecturer". Not a page (app.py lists the pages).
 
 Following: the presenter's session publishes its page and exploring choices (widget values
-by key) to a process-wide ``kdviz.classroom.Stage`` after each run, and every half second
+by key) to a process-wide ``kdviz.classroom.Stage`` after each run, and every quarter second
 (a slider inside a fragment reruns only that fragment); a follower's sidebar looks at it
 every second and, when it changed, reruns: the new run copies the choices into its
 session state and switches to the presenter's page before the page draws.
@@ -23,7 +23,7 @@ FOLLOWING_KEY = "classroom_following"  # its value, kept across a page switch
 SEEN_KEY = "classroom_seen"  # the Stage version a follower last applied
 PUBLISHED_KEY = "classroom_published"  # what this presenter session last published
 FULL_RUN_KEY = "classroom_full_run"  # set while app.py runs: publish once, after the page drew
-PUBLISH_EVERY_S = 0.5  # a slider inside a fragment reruns only the fragment: look again this often
+PUBLISH_EVERY_S = 0.25  # a slider inside a fragment reruns only the fragment: look again this often (one session)
 FOLLOW_EVERY_S = 1.0
 # The exploring controls a follower copies from the presenter (widget keys): datasets, runs,
 # images, T, bias shifts, views. Never settings of an action nor buttons (a test checks).
