@@ -53,7 +53,8 @@ def sidebar() -> None:
 st.set_page_config(page_title="kdviz: knowledge distillation lab", page_icon=":material/school:", layout="wide")
 
 nav = st.navigation({
-    "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+              st.Page("pages/map.py", title="Map of distillation", icon=":material/map:")],
     "Learn": [st.Page("pages/temperature.py", title="Temperature", icon=":material/device_thermostat:"),
               st.Page("pages/dark_knowledge.py", title="Dark knowledge", icon=":material/dark_mode:")],
     "Lab": [st.Page("pages/train.py", title="Training lab", icon=":material/science:"),
@@ -63,6 +64,9 @@ nav = st.navigation({
                            st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
                            st.Page("pages/fsp.py", title="FSP matrices", icon=":material/grid_on:")],
     "Replay": [st.Page("pages/hinton.py", title="Hinton's omitted 3", icon=":material/replay:")],
+    "Beyond the data": [st.Page("pages/datafree.py", title="Data-free", icon=":material/cloud:"),
+                        st.Page("pages/privileged.py", title="Privileged", icon=":material/visibility_off:"),
+                        st.Page("pages/transfer.py", title="Transfer sets", icon=":material/swap_horiz:")],
 })
 with lecture.session(nav):  # classroom mode: the share panel, or following the lecturer
     sidebar()

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -178,8 +179,7 @@ def mnist_folder(root: Path, **override) -> Path:
 
 # ---------------------------------------------------------------- pages
 
-PAGES = ["pages/home.py", "pages/temperature.py", "pages/dark_knowledge.py", "pages/train.py", "pages/compare.py",
-         "pages/hints.py", "pages/attention.py", "pages/fsp.py", "pages/hinton.py"]
+PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read_text()))  # every page
 PAGE_SCRIPT = """
 import json, os, sys
 sys.path.insert(0, {root!r})
@@ -690,10 +690,17 @@ def run_attacks(tmp: Path, pages: bool) -> None:
 
     # ------------------------------------------------------------ the Training lab form
     SECTION[0] = "Training lab"
-    ROWS.append({"section": SECTION[0], "what": "number fields (epochs 1e20, images 1 or 1e12, lr 0.0001)",
-                 "expected": "bounded inputs show what is used", "observed": f"engine exposes train.LIMITS "
-                 f"(epochs {T.LIMITS['epochs']}, lr {T.LIMITS['lr']}, train_subset {T.LIMITS['train_subset']}); "
-                 "the form's bounds are the lead's", "verdict": "lead", "s": 0})
+    @attempt("number fields (epochs 1e20, images 1 or 1e12, lr 0.0001)", "bounded inputs show what is used",
+             "page crashes")
+    def _():
+        crashes, at = render("pages/train.py", Path(runs_root))
+        fields = {"epochs_mnist": "epochs", "batch_mnist": "batch_size", "lr_mnist": "lr"}
+        bounds = {key: (at.number_input(key=key).min, at.number_input(key=key).max) for key in fields}
+        subset = at.number_input(key="subset_mnist")
+        ok = not crashes and all(bounds[k] == T.LIMITS[f] for k, f in fields.items()) and \
+            (subset.min, subset.max) == (64, data.TRAIN_SIZES["mnist"]) and \
+            at.number_input(key="lr_mnist").proto.format == "%.4g"
+        return f"min/max {bounds}, training images ({subset.min}, {subset.max}); lr shown as %.4g", ok
     if pages:
         @attempt("Training lab form: AT with an MLP student", "Start disabled, reason names at_layers")
         def _():

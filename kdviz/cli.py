@@ -1,5 +1,5 @@
-"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|resume|runs`` (the same engine as the
-app), and ``python -m kdviz lecture``, which starts the app.
+"""Command line: ``python -m kdviz train|distill|compare|sweep|replay|datafree|privileged|transfer|resume|runs``
+(the same engine as the app), and ``python -m kdviz lecture``, which starts the app.
 
 Expected errors (a bad value, missing or damaged data, a run that cannot be used, a full
 disk) print one ``error: …`` line and exit 2; a traceback means a bug (or ``--debug``).
@@ -13,7 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import classroom, compare, data, jobs, methods, models, pretrain, replay, sweep
+from . import (classroom, compare, data, datafree, jobs, methods, models, pretrain, privileged, replay, sweep,
+               transfer, views)
 from .progress import ProgressBar
 from .store import RunError, RunStore
 from .train import NonFiniteLoss, TrainConfig, failure_reason, resolve_device, resume, train, train_all
@@ -70,9 +71,13 @@ def recipe_config(recipe) -> TrainConfig:
 
 
 def run_recipe(recipe, store: RunStore) -> str:
-    """Carry out a shipped recipe's command in ``store``: the run id, or a sweep's group id."""
+    """Carry out a shipped recipe's command in ``store``: the run id, or a sweep's group id.
+    A ``datafree`` recipe synthesises the images its student trains on into the same run."""
+    args = parser().parse_args(shlex.split(recipe.command))
     if recipe.is_sweep:
-        return run_sweep(parser().parse_args(shlex.split(recipe.command)), store)
+        return run_sweep(args, store)
+    if args.cmd == "datafree":
+        return run_datafree(args, store)["run_id"]
     return train(recipe_config(recipe), store, on_row=ProgressBar()).run_id
 
 
@@ -254,6 +259,103 @@ def cmd_lecture(args) -> int:
     return 0  # not reached: the process is Streamlit's now
 
 
+# Synthesis options of `datafree`: flag -> (SynthesisConfig field, type, help).
+SYNTHESIS_FLAGS = {
+    "--per-class": ("per_class", int, "images synthesised per class"),
+    "--synth-batch": ("batch_size", int, "images optimised together (BatchNorm statistics are batch statistics)"),
+    "--steps": ("steps", int, "Adam steps per batch of images"),
+    "--synth-lr": ("lr", float, "Adam learning rate on the pixels"),
+    "--bn-weight": ("bn_weight", float, "weight of the BatchNorm-statistics term"),
+    "--first-bn-multiplier": ("first_bn_multiplier", float, "extra weight of the first BatchNorm layer"),
+    "--tv-weight": ("tv_weight", float, "weight of the total-variation prior"),
+    "--l2-weight": ("l2_weight", float, "weight of the l2 prior"),
+    "--competition": ("competition", float, "weight of the adaptive competition term (needs --competitor)"),
+    "--competitor": ("competitor", str, "student run whose disagreement with the teacher the images seek"),
+    "--jitter": ("jitter", int, "random shift of up to this many pixels per step"),
+}
+
+
+def run_datafree(args, store: RunStore) -> dict:
+    """Synthesise images from the teacher, then distil the student on them (one run); the job's result."""
+    synthesis = datafree.SynthesisConfig(seed=args.seed, **{field: getattr(args, f"synth_{field}")
+                                                            for field, _, _ in SYNTHESIS_FLAGS.values()})
+    return datafree.run(foreground(store), synthesis, _config(args))
+
+
+def cmd_datafree(args, store: RunStore) -> int:
+    result = run_datafree(args, store)
+    if result["status"] != "done":
+        print(f"\n{result['status']}\nrun id: {result['run_id']}")
+        return 1
+    print(f"\ndone: test accuracy {result['test_acc']:.4f} ({result['test_errors']} errors) from "
+          f"{result['train_images']} synthetic images; synthesis {result['synthesis_time_s']:.1f}s, "
+          f"student {result['train_time_s']:.1f}s\nrun id: {result['run_id']}")
+    return 0
+
+
+# Options of the `privileged` and `transfer` experiments: their config dataclass's fields, with these helps.
+EXPERIMENT_HELP = {
+    "student": "student architecture", "view": f"what the students see: {', '.join(views.VIEWS)}",
+    "T": "temperature of the soft targets", "alpha": "λ: weight of the teacher's soft targets",
+    "train_subset": "training examples", "synthetic": "a data-free run whose images are one transfer set",
+    "images": "images per transfer set", "fraction": "the few-%% set: this fraction of MNIST",
+    "epochs": "epochs (transfer: over --images images; smaller sets get as many steps)",
+    "exclude_offline_sample": "MNIST: leave out the 5,000 training images of the offline sample, so it can test",
+}
+
+
+def _add_experiment(p: argparse.ArgumentParser, cls) -> None:
+    p.add_argument("--teacher", required=True, help="an MNIST teacher run id (see `runs`)")
+    for name, f in cls.__dataclass_fields__.items():
+        if name in ("teacher", "group", "max_steps", "data_root"):
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", help=EXPERIMENT_HELP.get(name))
+            continue
+        p.add_argument(flag, type=type(f.default), default=f.default, help=EXPERIMENT_HELP.get(name),
+                       choices={"student": list(models.MODELS), "view": list(views.VIEWS)}.get(name))
+    p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")
+    p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
+
+
+def _experiment(cls, args, group: str):
+    return cls(group=group, **{k: v for k, v in vars(args).items() if k in cls.__dataclass_fields__})
+
+
+def _percent(acc: float | None) -> str:
+    return "not finished" if acc is None else f"{100 * acc:.2f} %"
+
+
+def cmd_privileged(args, store: RunStore) -> int:
+    """Train the label-only and the privileged student on the degraded view; print the four accuracies."""
+    cfg = _experiment(privileged.PrivilegedConfig, args, privileged.new_group_id())
+    privileged.run(foreground(store), cfg)
+    runs = privileged.experiments(store.list()).get(cfg.group, {})
+    teacher = privileged.teacher_accuracy(runs)
+    rows = [("teacher on clean images", teacher.get("clean")), ("teacher on the degraded view", teacher.get("degraded")),
+            *((name, runs[role].summary.get("test_acc") if role in runs else None)
+              for role, name in privileged.ROLES.items())]
+    print(f"\n\nPrivileged distillation, the students see: {views.VIEWS[cfg.view].label} (group {cfg.group})")
+    for name, acc in rows:
+        print(f"{name:32} {_percent(acc)}")
+    return 0
+
+
+def cmd_transfer(args, store: RunStore) -> int:
+    """Distil the teacher through every transfer set; print the bars as a table."""
+    cfg = _experiment(transfer.TransferConfig, args, transfer.new_group_id())
+    transfer.run(foreground(store), cfg)
+    runs = transfer.experiments(store.list()).get(cfg.group, {})
+    print(f"\n\nTransfer sets (group {cfg.group}), MNIST test accuracy; teacher "
+          f"{_percent(store.get(cfg.teacher).summary.get('test_acc'))}")
+    if "plain" in runs:
+        print(f"{'plain student (MNIST labels)':36} {_percent(runs['plain'].summary.get('test_acc'))}")
+    for row in transfer.bars(runs):
+        print(f"{row['name']:36} {_percent(row['test_acc'])}  ({row['images']:,} images)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The CLI's parser; ``recipe_config`` reads the shipped recipes with it too."""
     ap = argparse.ArgumentParser(prog="python -m kdviz", description="knowledge-distillation lab engine")
@@ -283,8 +385,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     p.add_argument("--beta", type=float, default=TrainConfig.beta)
     p.add_argument("--hint-epochs", type=int, default=TrainConfig.hint_epochs)
+    p.add_argument("--fraction", type=float, default=TrainConfig.fraction,
+                   help="train on this seeded random fraction of the transfer set (Hinton 2015: 0.03)")
+    p.add_argument("--transfer", default=TrainConfig.transfer,
+                   help="the transfer set: another dataset (fashion_mnist), noise, or a data-free run id; "
+                        "these have no labels, so use --method kd --alpha 1")
+    p.add_argument("--view", default=TrainConfig.view, choices=["", *views.VIEWS],
+                   help="the student sees only this degraded view of each image (privileged distillation)")
     _add_settings(p, list(methods.METHODS))
     _add_common(p)
+    p = sub.add_parser("datafree", help="synthesise images from a BatchNorm teacher (DeepInversion), then distil "
+                                        "a student on them alone; one run holds both")
+    p.add_argument("--teacher", required=True, help="teacher run id with BatchNorm layers (cnn_*, resnet*)")
+    p.add_argument("--student", dest="model", required=True, choices=list(models.MODELS))
+    p.add_argument("--T", type=float, default=TrainConfig.T)
+    d = datafree.SynthesisConfig()
+    for flag, (field, kind, text) in SYNTHESIS_FLAGS.items():
+        p.add_argument(flag, dest=f"synth_{field}", type=kind, default=getattr(d, field), help=text,
+                       metavar=field.upper())
+    _add_common(p)
+    p.set_defaults(method="datafree", transfer="synthetic", **{k: v for k, v in datafree.STUDENT.items() if k != "model"})
     p = sub.add_parser("compare", help="train plain, KD, FitNets, AT, FSP and KD+AT students (or --methods) as "
                                        "one group; write the comparison table as CSV and Markdown")
     p.add_argument("--teacher", required=True, help="teacher run id (see `runs`)")
@@ -306,7 +426,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"one or more students ({', '.join(models.MODELS)})")
     p.add_argument("--method", nargs="+", default=["kd"],
                    choices=[m for m, spec in methods.METHODS.items() if m not in ("ensemble", "bornagain")
-                            and (spec.needs_teacher or m == "plain")])
+                            and (spec.needs_teacher or m == "plain") and not spec.page])
     p.add_argument("--T", type=float, nargs="+", default=[TrainConfig.T], help="temperatures")
     p.add_argument("--alpha", type=float, nargs="+", default=[TrainConfig.alpha], help="weights of the soft term")
     p.add_argument("--fraction", type=float, nargs="+", default=[TrainConfig.fraction],
@@ -339,6 +459,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device)
     p.add_argument("--data", dest="data_root", default=None, help="data folder (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
+    p = sub.add_parser("privileged", help="privileged distillation (Lopez-Paz et al. 2016): a student on a degraded "
+                                          "view, with labels only and with a teacher that saw the clean images")
+    _add_experiment(p, privileged.PrivilegedConfig)
+    p = sub.add_parser("transfer", help="distil an MNIST teacher through other transfer sets (a few %% of MNIST, "
+                                        "data-free images, Fashion-MNIST, noise); every student tested on MNIST")
+    _add_experiment(p, transfer.TransferConfig)
     p = sub.add_parser("resume", help="continue an interrupted or cancelled run from its last epoch checkpoint")
     p.add_argument("run_id", help="the run to continue (see `runs`)")
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
@@ -398,4 +524,10 @@ def _command(args) -> int:
         return cmd_sweep(args, store)
     if args.cmd == "replay":
         return cmd_replay(args, store)
+    if args.cmd == "datafree":
+        return cmd_datafree(args, store)
+    if args.cmd == "privileged":
+        return cmd_privileged(args, store)
+    if args.cmd == "transfer":
+        return cmd_transfer(args, store)
     return _run(_config(args, method=getattr(args, "method", "plain")), store)

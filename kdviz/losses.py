@@ -249,3 +249,40 @@ def byot_loss(exit_logits: list[torch.Tensor], exit_feats: list[torch.Tensor], f
         total = total + (1 - alpha) * F.cross_entropy(z, target) + alpha * kd_loss(z, soft, T) \
             + lam * (f - feat).pow(2).sum()
     return total
+
+
+# ---------------------------------------------------------------- data-free synthesis (DeepInversion)
+
+def bn_statistics_loss(feature: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's feature-distribution term for one BatchNorm layer (Yin et al. 2020, eq. 4):
+    ‖μ(x̂) − μ_BN‖₂ + ‖σ²(x̂) − σ²_BN‖₂, the batch statistics of the layer's input on the
+    synthetic images against the running statistics the teacher kept while it trained."""
+    dims = [d for d in range(feature.dim()) if d != 1]  # every dim but the channels
+    mean = feature.mean(dims)
+    var = feature.var(dims, unbiased=False)
+    return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Smoothness prior R_TV of DeepInversion (Yin et al. 2020, eq. 3, after Mahendran & Vedaldi
+    2015): squared differences of vertically and horizontally neighbouring pixels, mean per image,
+    averaged over the batch."""
+    dv = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).flatten(1).mean(1)
+    dh = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).flatten(1).mean(1)
+    return (dv + dh).mean()
+
+
+def l2_prior(x: torch.Tensor) -> torch.Tensor:
+    """The l2 image prior R_l2 of DeepInversion (Yin et al. 2020, eq. 3): mean squared
+    (normalised) pixel value, averaged over the batch; it keeps pixels from running away."""
+    return x.pow(2).flatten(1).mean(1).mean()
+
+
+def competition_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, T: float = 3.0) -> torch.Tensor:
+    """Adaptive DeepInversion's competition term (Yin et al. 2020, eq. 8): 1 − JS(p_T ‖ p_S), with
+    JS(p ‖ q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½(p + q), both softened at T (their code: T = 3),
+    averaged over the batch. Minimising it drives the images to where teacher and student disagree."""
+    p, q = softmax_t(teacher_logits, T), softmax_t(student_logits, T)
+    m = 0.5 * (p + q)
+    kl = lambda a: (a * (a.clamp_min(1e-12).log() - m.clamp_min(1e-12).log())).sum(1)  # noqa: E731
+    return (1 - 0.5 * (kl(p) + kl(q))).mean()

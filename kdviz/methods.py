@@ -9,6 +9,10 @@ ensemble of teachers, exits on a CNN, a moving average of the student), how a ba
 goes through them, what it does after each step, what it measures, and which runs
 it needs (born-again networks train generation after generation, TAKD an assistant
 first). The trainer knows none of this: it calls these hooks.
+Each method also says where it sits on the map of distillation (the Map page):
+the forms of knowledge it transfers (response/logit, feature and relation-based
+as in Gou et al., "Knowledge Distillation: A Survey", IJCV 2021, §2) and its
+learning modes.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data, losses, models
+from . import data, losses, models, views
 from .store import RunError
 
 
@@ -161,6 +165,11 @@ def _kind(model: str) -> str:
 STANDARDIZE = {"logit_standardize": ("Standardise logits (z-score, Sun et al. 2024)", None)}
 
 
+# The map's axes: what is transferred, and how teacher and student learn.
+KNOWLEDGE_FORMS = ("logit", "feature", "parameter", "relational", "graph")
+LEARNING_MODES = ("offline", "online", "self", "data-free", "multi-teacher", "privileged")
+
+
 class Method:
     """Base: a plain student trained on hard labels only."""
     name = "plain"
@@ -173,6 +182,10 @@ class Method:
     caveat = ""  # what the literature says when this method does not beat a plain student: shown beside it
     reported_loss = 0.0  # the most accuracy (points) the caveat's benchmark saw it lose against a plain student
     limits: dict[str, tuple[float, float]] = {}  # config field -> its range (inclusive), as train.LIMITS
+
+    knowledge: tuple[str, ...] = ()  # forms of KNOWLEDGE_FORMS it transfers; () = not on the map
+    modes: tuple[str, ...] = ()  # LEARNING_MODES it belongs to
+    page = ""  # the page that runs and shows it, when the Training lab cannot (e.g. "pages/datafree.py")
 
     def check(self, cfg) -> None:
         """Check this method's own config fields; raise ValueError naming the field."""
@@ -191,7 +204,7 @@ class Method:
         return nn.ModuleDict()
 
     def build_student(self, cfg, shape, num_classes) -> models.TapModel:
-        return models.build(cfg.model, shape, num_classes)
+        return models.build(models.with_view(cfg.model, cfg.view), shape, num_classes)
 
     def build_teacher(self, cfg, load: Callable[[str], models.TapModel],
                       student: models.TapModel) -> nn.Module | None:
@@ -224,7 +237,7 @@ class Method:
         """What is saved as the run's model and extras."""
         return student, extras
 
-    def summary(self, student: models.TapModel, evaluate: Callable) -> dict:
+    def summary(self, student: models.TapModel, teacher: nn.Module | None, evaluate: Callable) -> dict:
         """Method-specific final metrics (``evaluate(model) -> dict``)."""
         return {}
 
@@ -258,6 +271,7 @@ class KD(Method):
     name = "kd"
     label = "KD (soft targets)"
     paper = "Hinton, Vinyals & Dean 2015"
+    knowledge, modes = ("logit",), ("offline",)
     about = ("The student matches the teacher's probabilities softened at temperature T, plus the true "
              "labels at weight 1 − alpha. The soft targets carry how similar the classes look to the teacher.")
     needs_teacher = True
@@ -272,6 +286,7 @@ class FitNets(Method):
     name = "fitnet"
     label = "FitNets (hint, then KD)"
     paper = "Romero et al. 2015"
+    knowledge, modes = ("feature",), ("offline",)
     about = ("Stage 1 trains the student's guided layer, through a small regressor, to reproduce the "
              "teacher's hint layer; stage 2 is ordinary KD from that starting point.")
     needs_teacher = True
@@ -301,6 +316,7 @@ class AT(Method):
     name = "at"
     label = "Attention transfer"
     paper = "Zagoruyko & Komodakis 2017"
+    knowledge, modes = ("feature",), ("offline",)
     about = ("The student's spatial attention maps (where its feature maps are strong) are pulled towards "
              "the teacher's at every stage, weighted by beta, next to the label loss.")
     needs_teacher = True
@@ -322,6 +338,7 @@ class FSP(Method):
     name = "fsp"
     label = "FSP (flow matrices, then labels)"
     paper = "Yim et al. 2017"
+    knowledge, modes = ("relational",), ("offline",)  # relations between layers (Gou et al. 2021, §2.3)
     about = ("The student first learns the teacher's 'flow of solution': Gram matrices between consecutive "
              "feature maps; then it trains on labels. Needs equal channel widths in both networks.")
     needs_teacher = True
@@ -350,6 +367,7 @@ class KDAT(AT):
     name = "kd_at"
     label = "KD + attention transfer"
     paper = "Zagoruyko & Komodakis 2017 (with Hinton 2015)"
+    knowledge = ("logit", "feature")
     about = "Soft targets and attention maps together: the two terms simply add."
     settings = STANDARDIZE
 
@@ -362,6 +380,7 @@ class RKD(Method):
     name = "rkd"
     label = "Relational KD (distances and angles)"
     paper = "Park et al. 2019"
+    knowledge, modes = ("relational",), ("offline",)
     about = ("Instead of copying outputs, the student copies the *relations* between the examples of a batch: "
              "how far apart their embeddings are (weight 25) and the angles they form (weight 50).")
     needs_teacher = True
@@ -391,6 +410,7 @@ class Mutual(Method):
     name = "dml"
     label = "Deep mutual learning (no teacher)"
     paper = "Zhang et al. 2018"
+    knowledge, modes = ("logit",), ("online",)
     about = ("A cohort of students learns together with no pretrained teacher: each one trains on the labels "
              "and on its peers' predictions. The run reports student 1; the summary lists the whole cohort.")
     settings = {"cohort": ("Students in the cohort", 1)}
@@ -406,7 +426,7 @@ class Mutual(Method):
     def checkpoint(self, student, extras):
         return student.members[0], nn.ModuleDict({f"member{k}": m for k, m in enumerate(student.members) if k})
 
-    def summary(self, student, evaluate):
+    def summary(self, student, teacher, evaluate):
         return {"cohort_test_acc": [evaluate(m)["test_acc"] for m in student.members]}
 
 
@@ -415,6 +435,7 @@ class EnsembleKD(KD):
     name = "ensemble"
     label = "KD from an ensemble of teachers"
     paper = "Hinton, Vinyals & Dean 2015 §1"
+    modes = ("multi-teacher",)
     about = ("The soft targets are the (weighted) average of several teachers' softened distributions; "
              "an ensemble usually knows more than its best member.")
 
@@ -432,6 +453,7 @@ class BornAgain(KD):
     name = "bornagain"
     label = "Born-again networks (self-distillation)"
     paper = "Furlanello et al. 2018"
+    modes = ("self",)
     about = ("The teacher has the student's own architecture: generation k+1 distils from generation k. "
              "Generation 0 is a plain network (or the teacher run you pick, if it has the same architecture).")
     needs_teacher = False
@@ -456,6 +478,7 @@ class DKD(Method):
     name = "dkd"
     label = "Decoupled KD (target and non-target parts)"
     paper = "Zhao et al. 2022 (CVPR)"
+    knowledge, modes = ("logit",), ("offline",)
     about = ("KD's loss splits into a target-class part (TCKD: how sure the teacher is) and a non-target part "
              "(NCKD: how it spreads the rest), which KD weights down by 1 − p_target; DKD weights them freely, "
              "α = 1 and β = 8, with a warm-up.")
@@ -533,6 +556,7 @@ class BYOT(Method):
     name = "byot"
     label = "Be Your Own Teacher (self-distillation exits)"
     paper = "Zhang et al. 2019 (ICCV)"
+    knowledge, modes = ("logit", "feature"), ("self",)  # the deepest exit's soft targets and features
     about = ("No separate teacher: exits added after each stage of one CNN learn from the labels, the deepest "
              "exit's soft targets and its features. The exits are dropped at test time; each one's accuracy is reported.")
     settings = {"T": ("Temperature T", 0.5), "byot_alpha": ("α (weight of the exits' soft term)", 0.05)}
@@ -553,7 +577,7 @@ class BYOT(Method):
     def epoch_metrics(self, student, teacher, evaluate):
         return {f"exit{k}_test_acc": evaluate(student.exit(k))["test_acc"] for k in range(1, student.exit_count + 1)}
 
-    def summary(self, student, evaluate):
+    def summary(self, student, teacher, evaluate):
         return {"params": models.param_count(student.net)}  # the exits are dropped at test time
 
 
@@ -584,6 +608,7 @@ class MeanTeacher(Method):
     name = "meanteacher"
     label = "Mean teacher (moving average of the student)"
     paper = "Tarvainen & Valpola 2017"
+    knowledge, modes = ("logit", "parameter"), ("self",)  # its predictions, from an average of its own weights
     about = ("No pretrained teacher: the teacher is an exponential moving average of the student's own weights, "
              "and the student is pulled towards its predictions; each sees every image shifted its own random way.")
     teacher_changes = True
@@ -629,7 +654,9 @@ class DarkRank(RKD):
     about = ("For every image of a batch the teacher ranks the others by how close their embeddings are; the "
              "student learns to reproduce each ranking of the nearest images (a listwise loss), not the distances.")
     settings = {"darkrank_weight": ("Weight of the ranking loss", 0.5)}
-    caveat, reported_loss = "", 0.0  # RKD's benchmark figures are not DarkRank's
+    # Chen, Wang & Zhang 2018 evaluate person re-identification and image retrieval only.
+    caveat = "made for metric learning: its paper reports re-identification and retrieval, not classification"
+    reported_loss = 0.0  # no classification figure to compare with
 
     def stages(self, cfg):
         return [Stage("DarkRank", cfg.epochs, {"ce": 1.0, "darkrank": cfg.darkrank_weight})]
@@ -640,6 +667,7 @@ class GradAT(Method):
     name = "at_grad"
     label = "Gradient attention transfer"
     paper = "Zagoruyko & Komodakis 2017, §3.2"
+    knowledge, modes = ("feature",), ("offline",)  # attention on the input pixels
     about = ("Attention as the gradient of the loss w.r.t. the input pixels: the student's input gradient is "
              "pulled towards the teacher's (double backpropagation). Works for MLPs too.")
     needs_teacher = True
@@ -647,3 +675,45 @@ class GradAT(Method):
 
     def stages(self, cfg):
         return [Stage("gradient AT", cfg.epochs, {"ce": 1.0, "at_grad": cfg.grad_at_weight})]
+
+
+@register
+class DataFree(KD):
+    name = "datafree"
+    label = "Data-free KD (DeepInversion)"
+    paper = "Yin et al. 2020"
+    about = ("No training images at all: images are synthesised from the teacher alone (its BatchNorm "
+             "statistics and its predictions), and the student learns only from the teacher's soft targets "
+             "on them. Made by a data-free job, which stores the images with the student run.")
+    knowledge, modes = ("logit",), ("data-free",)
+    page = "pages/datafree.py"
+
+    def check(self, cfg):
+        if cfg.transfer in ("", *data.DATASETS, "noise"):
+            raise ValueError("transfer: data-free KD learns only from images synthesised from the teacher; "
+                             "make them with `python -m kdviz datafree` or on the Data-free page")
+
+    def stages(self, cfg):
+        return [Stage("KD on synthetic images", cfg.epochs, {"kd": 1.0})]  # no labels exist: soft targets only
+
+
+@register
+class Privileged(KD):
+    name = "privileged"
+    label = "Privileged KD (generalised distillation)"
+    paper = "Lopez-Paz et al. 2016"
+    about = ("The teacher learned from what the student will never see (the clean image); the student sees "
+             "only a degraded view (the run's view) and learns from the teacher's soft targets on the clean "
+             "image of the same example.")
+    knowledge, modes = ("logit",), ("privileged",)
+    page = "pages/privileged.py"
+
+    def check(self, cfg):
+        if not cfg.view:
+            raise ValueError(f"view: privileged KD needs the degraded view the student sees ({', '.join(views.VIEWS)})")
+
+    def summary(self, student, teacher, evaluate):
+        """The teacher's accuracy on clean test images and on the student's view of them (which it never
+        trained on), measured once here so the Privileged page and the CLI need not run it again."""
+        return {"teacher_test_acc": evaluate(teacher)["test_acc"],
+                "teacher_view_test_acc": evaluate(models.Viewed(teacher, student.view.name))["test_acc"]}

@@ -10,6 +10,7 @@ these names:
   maps) and ``pool`` (the globally pooled embedding before the classifier).
 * A CNN with self-distillation exits (``<arch>+exits``, Be Your Own Teacher) adds
   ``exit<k>`` (the exit's bottleneck map) and ``exit<k>_logits`` for every stage but the last.
+* A model behind a degraded view (``<arch>@<view>``, privileged distillation) has its inner model's taps.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import views
 
 MODELS: dict[str, Callable[..., "TapModel"]] = {}
 
@@ -34,7 +37,11 @@ EXITS = "+exits"  # suffix of an architecture with BYOT's auxiliary exits, e.g. 
 
 
 def build(name: str, in_shape=(1, 28, 28), num_classes: int = 10) -> "TapModel":
-    """Build a registered model for inputs of shape ``(C, H, W)``; ``<arch>+exits`` wraps it in ``WithExits``."""
+    """Build a registered model for inputs of shape ``(C, H, W)``; ``<arch>+exits`` wraps it in
+    ``WithExits``, ``<arch>@<view>`` puts a degraded view in front of it (``Viewed``)."""
+    name, _, view = name.partition("@")
+    if view:
+        return Viewed(build(name, in_shape, num_classes), view)
     if name.endswith(EXITS):
         model = WithExits(build(name.removesuffix(EXITS), in_shape, num_classes))
         model.arch = name
@@ -44,6 +51,11 @@ def build(name: str, in_shape=(1, 28, 28), num_classes: int = 10) -> "TapModel":
     model = MODELS[name](in_shape=tuple(in_shape), num_classes=num_classes)
     model.arch = name
     return model
+
+
+def with_view(arch: str, view: str) -> str:
+    """The architecture name of ``arch`` seeing only ``view`` (unchanged when ``view`` is empty)."""
+    return f"{arch}@{view}" if view else arch
 
 
 def param_count(model: nn.Module) -> int:
@@ -407,6 +419,32 @@ class _Exit(nn.Module):
 
     def forward(self, x):
         return self.model.features(x)[1][f"exit{self.k}_logits"]
+
+
+class Viewed(TapModel):
+    """A model that sees only a degraded view of its input (``kdviz.views``): the view is
+    its first operation, so training, evaluation, feature taps and a reloaded checkpoint
+    (arch ``"<model>@<view>"``) all see the same thing. Parameters are the inner model's."""
+
+    def __init__(self, net: TapModel, view: str):
+        super().__init__()
+        self.view = views.get(view)
+        self.net = net
+        self.arch = with_view(net.arch, view)
+        self.in_shape, self.kind = net.in_shape, net.kind
+        self.hint_layer, self.embedding_layer = net.hint_layer, net.embedding_layer
+        self.train(net.training)  # wrapping a model in eval mode (a loaded teacher) must not switch it to training
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.net.head
+
+    def _forward(self, x, taps):
+        return self.net._forward(self.view.apply(x, self.training), taps)
+
+    def apply_max_norm(self):
+        if hasattr(self.net, "apply_max_norm"):
+            self.net.apply_max_norm()
 
 
 def describe() -> list[dict]:

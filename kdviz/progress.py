@@ -14,6 +14,7 @@ class ProgressBar:
     def __call__(self, row: dict, frac: float) -> None:
         filled = int(frac * self.width)
         acc = f" test acc {row['test_acc']:.4f}" if "test_acc" in row else f" loss {row.get('loss', 0):.4f}"
+        epoch = f" ep {row['epoch']}" if "epoch" in row else ""  # a data-free synthesis has steps, no epochs
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {frac:6.1%} "
-                         f"{row.get('stage', '')} ep {row.get('epoch', '')}{acc} {time.time() - self.t0:6.1f}s ")
+                         f"{row.get('stage', '')}{epoch}{acc} {time.time() - self.t0:6.1f}s ")
         sys.stderr.flush()

@@ -3,8 +3,9 @@
 ``runs/<id>/`` holds ``config.json``, ``status.json`` (status, the pid and start
 time of the process that wrote it, reason), ``metrics.jsonl`` (appended as
 training goes), ``model.pt`` (state dict plus what rebuilds the model),
-``resume.pt`` (what continuing an interrupted run needs) and ``summary.json``
-(final metrics). Read-only roots (the shipped ``assets/pretrained``) appear as
+``resume.pt`` (what continuing an interrupted run needs), ``summary.json``
+(final metrics) and, for a run that made its own training images (data-free
+distillation), ``images.pt``. Read-only roots (the shipped ``assets/pretrained``) appear as
 runs named ``<prefix>/<name>``.
 
 Everything read from disk is distrusted: a folder the store cannot read or
@@ -45,10 +46,11 @@ MAX_JSON_BYTES = 1 << 20  # a run's small files are a few kB; anything bigger is
 # Known fields of summary.json and of metric rows, and the type each must have.
 SUMMARY_TYPES = {"test_acc": float, "test_errors": int, "test_loss": float, "train_acc": float, "steps": int,
                  "train_time_s": float, "params": int, "device": str, "data_source": str, "train_images": int,
-                 "cohort_test_acc": list}
+                 "cohort_test_acc": list, "teacher_test_acc": float, "teacher_view_test_acc": float}
 ROW_TYPES = {"kind": str, "stage": str, "epoch": int, "step": int, "lr": float, "loss": float,
              "train_acc": float, "test_acc": float, "test_loss": float, "test_errors": int, "time_s": float}
 ROW_NEEDS = {"step": ("stage", "step", "loss"), "epoch": ("stage", "epoch", "step", "train_acc", "test_acc")}
+IMAGE_SET = ("targets", "confidence")  # per-image tensors of a run's images.pt, besides the images
 RUN_FILES = {"config.json", "status.json", "metrics.jsonl", "model.pt", "summary.json"}
 
 
@@ -494,6 +496,27 @@ class RunStore:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError):  # missing, unreadable or damaged: compute it again
             return None
+
+    # ---------------------------------------------------------------- image sets
+    def save_images(self, run_id: str, **tensors: torch.Tensor) -> None:
+        """Write a run's image set (uint8 images plus per-image tensors) atomically, so a page
+        polling it mid-job reads the previous version or the new one, never half a file."""
+        self.save_blob(run_id, "images.pt", {k: v.detach().cpu() for k, v in tensors.items()})
+
+    def images(self, run_id: str) -> dict[str, torch.Tensor]:
+        """The tensors ``save_images`` wrote: uint8 ``images`` (N, C, H, W) and, one per image,
+        ``targets`` and ``confidence``; RunError when the run has none or they are damaged."""
+        path = self.path(run_id) / "images.pt"
+        try:
+            found = torch.load(path, map_location="cpu", weights_only=True)
+            x = found["images"]
+            if x.dtype != torch.uint8 or x.dim() != 4 or any(len(found[k]) != len(x) for k in IMAGE_SET):
+                raise ValueError("not an image set")
+        except FileNotFoundError as e:
+            raise RunError(f"run {run_id} has no image set (images.pt)") from e
+        except Exception as e:  # unpickling, key, type or shape errors all mean a damaged file
+            raise RunError(f"run {run_id}: images.pt is damaged ({type(e).__name__})") from e
+        return found
 
 
 def _readonly_fs(path: Path) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data, methods, models
+from . import data, methods, models, views
 from .store import RunError, RunInfo, RunStore, has_type, os_reason, valid_id
 
 AUGMENT = {"mnist": "shift", "fashion_mnist": "shift", "cifar10": "crop_flip"}
@@ -96,6 +96,11 @@ class TrainConfig:
     omit_classes: list[int] = field(default_factory=list)
     keep_classes: list[int] = field(default_factory=list)
     fraction: float = 1.0
+    # The transfer set: "" = the dataset's own training images; another dataset's name, "noise",
+    # "synthetic" (the images a data-free job made in this very run) or the id of a run with an
+    # image set (images.pt). Only the dataset's own images have labels (see ``unlabelled``).
+    transfer: str = ""
+    view: str = ""  # what the student sees: "" = the image, or a degraded view of kdviz.views (privileged KD)
     train_subset: int | None = None  # first N shuffled training images (quick demos, tests)
     exclude_offline_sample: bool = False  # MNIST: leave out the 5,000 images of the offline sample (shipped runs)
     max_steps: int | None = None  # stop after this many steps in all (tests)
@@ -228,9 +233,33 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             raise ValueError(f"{name}: {msg}")
     method.check(cfg)
+    _check_transfer_and_view(cfg, method)
     if problem := _device_problem(cfg.device):
         raise ValueError(problem)
     return cfg
+
+
+def unlabelled(cfg: TrainConfig) -> bool:
+    """Whether the transfer set has no labels (anything but the dataset's own images)."""
+    return cfg.transfer not in ("", cfg.dataset)
+
+
+def _check_transfer_and_view(cfg: TrainConfig, method: methods.Method) -> None:
+    """The transfer set and the student's view (issue 20's experiments); ValueError naming the field."""
+    if cfg.view:
+        views.get(cfg.view)
+        if type(method).build_student is not methods.Method.build_student:
+            raise ValueError(f"view: {method.label} builds its own students; a degraded view needs one plain student")
+    if cfg.transfer in data.DATASETS and data.SHAPES[cfg.transfer] != data.SHAPES[cfg.dataset]:
+        raise ValueError(f"transfer: {data.TITLES[cfg.transfer]} images are {data.SHAPES[cfg.transfer]}, "
+                         f"the teacher's {data.TITLES[cfg.dataset]} images {data.SHAPES[cfg.dataset]}")
+    if not unlabelled(cfg):
+        return
+    if not method.needs_teacher or any(stage.weights.get("ce", 0) for stage in method.stages(cfg)):
+        raise ValueError(f"transfer: {cfg.transfer} images have no labels, so the student can learn only from "
+                         "the teacher's soft targets: use KD with alpha = 1")
+    if cfg.omit_classes or cfg.keep_classes:
+        raise ValueError("omit_classes: classes can be filtered only in a labelled transfer set")
 
 
 def nan_cause(cfg: TrainConfig) -> str:
@@ -268,7 +297,16 @@ def estimated_work(cfg: TrainConfig, teacher_arch: str | None = None) -> float:
     return images * sum(stage.epochs for stage in method.stages(cfg)) * per_image * method.run_count(cfg)
 
 
-def transfer_set(cfg: TrainConfig, ds: data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+def transfer_set(cfg: TrainConfig, ds: data.Dataset, store: RunStore | None = None,
+                 run_id: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training images (uint8) and labels; the labels are None for an unlabelled transfer
+    set (``cfg.transfer``), which ``train_subset`` and ``fraction`` still cut down."""
+    if unlabelled(cfg):
+        x = _unlabelled_images(cfg, ds, store, run_id)
+        for fraction in (min(1.0, (cfg.train_subset or len(x)) / len(x)), cfg.fraction):
+            if fraction < 1:
+                x = data.take_fraction(x, torch.zeros(len(x)), fraction, seed=cfg.seed)[0]
+        return x, None
     x, y = ds.train_x, ds.train_y
     if cfg.exclude_offline_sample:
         keep = torch.ones(len(y), dtype=torch.bool)
@@ -285,6 +323,30 @@ def transfer_set(cfg: TrainConfig, ds: data.Dataset) -> tuple[torch.Tensor, torc
     if len(y) == 0:
         raise ValueError("omit_classes/keep_classes: the class filters leave no training images")
     return x, y
+
+
+def _unlabelled_images(cfg: TrainConfig, ds: data.Dataset, store: RunStore | None, run_id: str | None) -> torch.Tensor:
+    """Another dataset's training images, uniform noise (as many images as the dataset's own
+    set, or ``train_subset``), or a run's image set; normalised later like ``ds``'s own."""
+    if cfg.transfer in data.DATASETS:
+        return data.load(cfg.transfer, cfg.data_root).train_x
+    if cfg.transfer == "noise":
+        n = cfg.train_subset or len(ds.train_y)
+        return torch.randint(0, 256, (n, *ds.shape), dtype=torch.uint8,
+                             generator=torch.Generator().manual_seed(cfg.seed))
+    source = run_id if cfg.transfer == "synthetic" else cfg.transfer
+    if store is None or source is None:
+        raise ValueError("transfer: 'synthetic' names the images a data-free job makes in its own run; "
+                         "start one with `python -m kdviz datafree`")
+    try:
+        x = store.images(source)["images"]
+    except RunError as e:
+        raise ValueError(f"transfer: {e}") from e
+    if tuple(x.shape[1:]) != ds.shape:
+        raise ValueError(f"transfer: run {source}'s images are {tuple(x.shape[1:])}, not {data.TITLES[ds.name]} {ds.shape}")
+    if not len(x):
+        raise ValueError(f"transfer: run {source} has no images yet")
+    return x
 
 
 @torch.no_grad()
@@ -364,10 +426,10 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
         raise ValueError(f"method: {cfg.method} trains several runs; use train_all")
     try:
         store.check_writable()
-        cfg, setup = _setup(cfg, store)
+        cfg, setup = _setup(cfg, store, run_id)
     except BaseException as e:
         if run_id:
-            _record_failure(store, run_id, e)
+            record_failure(store, run_id, e)
         raise
     created = run_id is None
     if created:
@@ -378,7 +440,7 @@ def train(cfg: TrainConfig, store: RunStore | None = None, on_row: Callable[[dic
             store.set_status(run_id, "running")  # this process trains it: its pid tells whether it still runs
         return _fit(cfg, store, run_id, *setup, on_row, should_stop)
     except BaseException as e:
-        _record_failure(store, run_id, e)
+        record_failure(store, run_id, e)
         raise
 
 
@@ -395,7 +457,7 @@ def failure_reason(e: BaseException) -> str:
     return (text.strip().splitlines() or [type(e).__name__])[0]
 
 
-def _record_failure(store: RunStore, run_id: str, e: BaseException) -> None:
+def record_failure(store: RunStore, run_id: str, e: BaseException) -> None:
     """Record why ``run_id`` ended early (Ctrl-C: cancelled, resumable) and note the run on ``e``."""
     status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
     try:
@@ -407,13 +469,13 @@ def _record_failure(store: RunStore, run_id: str, e: BaseException) -> None:
                + (f"; continue it with: python -m kdviz resume {run_id}" if resumable else ""))
 
 
-def _setup(cfg: TrainConfig, store: RunStore):
+def _setup(cfg: TrainConfig, store: RunStore, run_id: str | None = None):
     """Load data and models and resolve the method's layers (raises ValueError on misfit)."""
     method = methods.get(cfg.method)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     ds = data.load(cfg.dataset, cfg.data_root)
-    x, y = transfer_set(cfg, ds)
+    x, y = transfer_set(cfg, ds, store, run_id)
     student = method.build_student(cfg, ds.shape, ds.num_classes).to(device)
 
     def load_teacher(run_id: str) -> models.TapModel:
@@ -432,6 +494,8 @@ def _setup(cfg: TrainConfig, store: RunStore):
     teacher = method.build_teacher(cfg, load_teacher, student)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
+    if y is None:  # unlabelled: the teacher's top class, weighted 0 in the loss (validate), read as train accuracy
+        y = predict_logits(teacher, x, cfg.dataset, device).argmax(1).cpu()
     probe = data.DeviceBatches(x[:2], y[:2], cfg.dataset, 2, device, shuffle=False)
     _, px, _ = next(iter(probe))
     with torch.no_grad():
@@ -549,7 +613,7 @@ def _fit(cfg, store, run_id, ds, x, y, student, teacher, extras, method, device,
                "train_acc": row["train_acc"], "steps": step, "train_time_s": time.time() - t0,
                "params": models.param_count(method.checkpoint(student, extras)[0]), "device": str(device),
                "machine": f"{platform.node()} ({torch.get_num_threads()} threads)", "data_source": ds.source,
-               "train_images": len(y), **inner, **method.summary(student, lambda m: evaluate(m, ds, device, cfg))}
+               "train_images": len(y), **inner, **method.summary(student, teacher, lambda m: evaluate(m, ds, device, cfg))}
     status = "cancelled" if stopped else "done"
     if logits is not None:  # None: resumed and stopped before another evaluation
         store.write_array(run_id, logits_file(ds), logits.cpu().numpy())
@@ -593,13 +657,13 @@ def resume(run_id: str, store: RunStore | None = None, on_row: Callable[[dict, f
     except Exception as e:
         raise ValueError(f"run: {run_id} cannot be resumed: {RESUME_FILE} is damaged ({type(e).__name__})") from e
     store.check_writable()
-    cfg, setup = _setup(cfg, store)
+    cfg, setup = _setup(cfg, store, run_id)
     try:
         store.set_status(run_id, "running")
         store.rewrite_metrics(run_id, [r for r in store.metrics(run_id) if r["step"] <= state["step"]])
         return _fit(cfg, store, run_id, *setup, on_row, should_stop, state=state)
     except BaseException as e:
-        _record_failure(store, run_id, e)
+        record_failure(store, run_id, e)
         raise
 
 

@@ -16,4 +16,8 @@ information *dark knowledge*.
 5. **Lab → Sweeps**: which T for which student size, from many small runs in one picture.
 6. **Inside the student**: hint maps, attention heatmaps and FSP matrices.
 7. **Replay → Hinton's omitted 3**: a student that never saw a 3 still recognises them.
+8. **Beyond the data**: a student taught with no data, a teacher that sees more than its student, and
+   transfer sets that are not the teacher's data.
 """)
+st.page_link("pages/map.py", label="The map of distillation: every method by what it transfers and how it learns",
+             icon=":material/map:")

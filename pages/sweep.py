@@ -71,7 +71,7 @@ def start_form() -> None:
                               key=f"sweep_students_{teacher.id}", help="Hinton 2015 §3 compares 30 and 300+ units.")
     temps = c2.multiselect("Temperatures T", TEMPERATURES, [1.0, 2.5, 4.0, 8.0, 20.0], key="sweep_T")
     alphas = c1.multiselect("alpha (weight of the soft term)", ALPHAS, [0.9], key="sweep_alpha")
-    kinds = [m for m in methods.METHODS if m not in ("ensemble", "bornagain", "dml")]
+    kinds = [m for m in methods.METHODS if m not in ("ensemble", "bornagain", "dml") and not methods.get(m).page]
     chosen = c2.multiselect("Methods", kinds, ["kd"], key="sweep_methods", format_func=lambda m: methods.get(m).label)
     fractions = c1.multiselect("Fraction of the transfer set", FRACTIONS, [1.0], key="sweep_fraction")
     seeds = c2.number_input("Seeds per point", 1, 10, 2, key="sweep_seeds", help="Two or more give error bars.")

@@ -7,6 +7,11 @@ from kdviz import data, jobs, methods, models, train
 from kdviz.viz import training as viz
 from pages import common, job_view
 
+# Methods with a page of their own (data-free, privileged) run there, not here.
+LAB_METHODS = [name for name, m in methods.METHODS.items() if not m.page]
+if st.query_params.get("method") in LAB_METHODS:  # a link from the Map preselects a method (issue 20)
+    st.session_state["train_method"] = st.query_params.pop("method")
+
 # Live-demo defaults per dataset, for a 2-core laptop: a teacher that is quick to run, a small
 # student, a subset, no augmentation (so the teacher's soft targets are computed once), and a
 # plain twin trained the same way, so the result has something to be compared with.
@@ -19,7 +24,8 @@ PRESETS = {
 BETA_HELP = ("Applied to each layer pair's mean squared difference of normalised attention maps. Zagoruyko & "
              "Komodakis 2017 use β = 1000 for CIFAR ResNets; on MNIST-sized CNNs the attention term is then "
              "about 3 times the label loss and the student learns worse than a plain one, so 100 here.")
-METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "") for m in methods.METHODS.values())
+METHOD_HELP = "  \n".join(f"**{m.label}**" + (f" ({m.paper})" if m.paper else "")
+                          for m in map(methods.get, LAB_METHODS))
 LIM = train.LIMITS  # every number field is bounded: what it shows is what the job uses
 
 st.title("Training lab")
@@ -32,7 +38,7 @@ with left:
     st.subheader("Settings")
     ds = common.pick_dataset("train_dataset")
     p = PRESETS[ds]
-    method = st.selectbox("Method", list(methods.METHODS), index=list(methods.METHODS).index("kd"),
+    method = st.selectbox("Method", LAB_METHODS, index=LAB_METHODS.index("kd"),
                           key="train_method", help=METHOD_HELP, format_func=lambda m: methods.METHODS[m].label)
     m = methods.METHODS[method]
     st.caption(f"{m.about}" + (f" :material/description: {m.paper}" if m.paper else ""))

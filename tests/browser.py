@@ -20,11 +20,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 # url path of every page, as app.py's st.navigation derives it from the file name
-PAGES = ["", "temperature", "dark_knowledge", "train", "compare", "sweep", "hints", "attention", "fsp", "hinton"]
+PAGES = ["", "map", "temperature", "dark_knowledge", "train", "compare", "sweep", "hints", "attention", "fsp", "hinton",
+         "datafree", "privileged", "transfer"]
 
 
 def browser_available() -> bool:
-    return Path(CHROMIUM).exists() and importlib.util.find_spec("playwright") is not None
+    if not Path(CHROMIUM).exists():
+        return False
+    return importlib.util.find_spec("playwright") is not None
 
 
 def free_port() -> int:

@@ -60,3 +60,23 @@ def tiny_store(tmp_path_factory):
     runs["cnn_kd"] = train(TrainConfig(model="cnn_s", method="kd", teacher=runs["cnn_teacher"], **quick), st).run_id
     st.runs = runs
     return st
+
+
+@pytest.fixture
+def app_store(tiny_store, tmp_path, monkeypatch):
+    """The app's run store for a page test: copies of the tiny runs only (not what other tests
+    added to the shared tiny store), no shipped runs, fresh Streamlit caches."""
+    import shutil
+
+    import streamlit as st
+
+    from kdviz.store import RunStore
+    root = tmp_path / "runs"
+    for run_id in tiny_store.runs.values():
+        shutil.copytree(tiny_store.root / run_id, root / run_id)
+    monkeypatch.setenv("KDVIZ_RUNS", str(root))
+    monkeypatch.setattr("kdviz.store.ASSETS", tmp_path / "no_pretrained")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield RunStore(root, readonly={})
+    st.cache_resource.clear()

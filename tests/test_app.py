@@ -21,7 +21,8 @@ PAGES = sorted(re.findall(r'st\.Page\("(pages/\w+\.py)"', (ROOT / "app.py").read
 def runs(tiny_store, tmp_path, monkeypatch) -> RunStore:
     """A fresh run store holding copies of the tiny runs, and fresh Streamlit caches (a new job manager)."""
     root = tmp_path / "runs"
-    shutil.copytree(tiny_store.root, root)
+    for run_id in tiny_store.runs.values():  # not the runs other tests added to the shared store
+        shutil.copytree(tiny_store.root / run_id, root / run_id)
     monkeypatch.setenv("KDVIZ_RUNS", str(root))
     st.cache_resource.clear()
     st.cache_data.clear()

@@ -49,6 +49,9 @@ def test_a_single_run_matches_when_within_the_plain_seeds_range():
         for k, (m, acc) in enumerate([("plain", 0.980), ("plain", 0.984), ("dkd", 0.981), ("byot", 0.979)])]}
     dkd, byot = fidelity.map_claims(manifest, methods=("dkd", "byot"))
     assert dkd.ok is True and byot.ok is False and "(seeds 98.00, 98.40)" in byot.shipped
+    manifest["checkpoints"][3]["method"] = "darkrank"  # its paper makes no classification claim: noted
+    [darkrank] = fidelity.map_claims(manifest, methods=("darkrank",))
+    assert darkrank.ok is True and "metric learning" in darkrank.noted
 
 
 @pytest.mark.parametrize("errors, ok", [((80, 160, 100), True), ((81, 160, 100), False), ((70, 160, 110), False)])

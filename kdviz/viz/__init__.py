@@ -32,6 +32,8 @@ METHOD_COLORS = {
     "at_grad": "#ad494a",
     "byot": "#8ca252",
     "meanteacher": "#a55194",
+    "datafree": "#aec7e8",
+    "privileged": "#98df8a",
 }
 DIVERGING = "RdBu_r"  # signed maps (attributions, differences), always centred at zero
 SEQUENTIAL = "Viridis"  # non-negative maps (attention, probabilities)
