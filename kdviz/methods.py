@@ -393,6 +393,7 @@ class RKD(Method):
     caveat = ("alone, RKD moved CIFAR-100 students by −0.6 to +1.1 points in Tian et al. 2020's benchmark; "
               "Park et al. 2019 add it to KD for classification")
     reported_loss = 0.6
+    settings = {"rkd_distance": ("Weight of the distance term", 5.0), "rkd_angle": ("Weight of the angle term", 5.0)}
 
     def check(self, cfg):
         _pairs_needed(cfg)

@@ -126,5 +126,7 @@ if info and "test_acc" in summary:
               help="KD at T on the synthetic images, per-epoch test evaluations included.")
     st.caption(f"Teacher: {run.config.get('teacher')}; device {summary.get('device')}. For comparison, DAFL "
                "(Chen et al. 2019) reports 98.2 % on MNIST with a generator trained on a GPU; this run has a "
-               "CPU budget of minutes, so expect less. Compare a plain student trained on real digits on the "
-               "Transfer sets page.")
+               f"CPU budget of minutes and {info['images']:,} images, so expect less. The teacher is "
+               f"{100 * info.get('mean_confidence', float('nan')):.1f} % sure of them on average: targets that "
+               "near one-hot carry little dark knowledge, even at T. Compare a plain student trained on real "
+               "digits on the Transfer sets page.")

@@ -37,7 +37,7 @@ def test_a_method_below_plain_passes_only_within_the_spread_and_with_its_caveat_
     manifest = {"checkpoints": [{"name": f"s{k}", "method": m, "group": "compare-pretrained-mnist",
                                  "metrics": {"test_acc": acc}} for k, (m, acc) in enumerate(accs)]}
     rkd, kd = fidelity.comparison_claims(manifest, "mnist", methods=("rkd", "kd"))
-    assert rkd.ok is True and "Tian et al. 2020" in rkd.noted  # 97.83 vs 97.93, spread 0.11
+    assert rkd.ok is True and "Tian et al. 2020" in rkd.noted  # 97.83 vs 97.93: within 0.6 + the plain seeds' spread
     assert kd.ok is False and not kd.noted  # KD has no caveat: its papers say it helps
     manifest["checkpoints"][3]["metrics"]["test_acc"] = 0.95  # far below: no caveat excuses it
     assert fidelity.comparison_claims(manifest, "mnist", methods=("rkd",))[0].ok is False
