@@ -2,7 +2,7 @@
 import streamlit as st
 
 from kdviz import data, jobs
-from pages import common, job_view
+from pages import common, job_view, lecture
 
 
 # How often each tab's sidebar looks at the job list: often while a job runs, and
@@ -68,5 +68,6 @@ nav = st.navigation({
                         st.Page("pages/privileged.py", title="Privileged", icon=":material/visibility_off:"),
                         st.Page("pages/transfer.py", title="Transfer sets", icon=":material/swap_horiz:")],
 })
-sidebar()
-nav.run()
+with lecture.session(nav):  # classroom mode: the share panel, or following the lecturer
+    sidebar()
+    nav.run()

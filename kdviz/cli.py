@@ -1,5 +1,5 @@
 """Command line: ``python -m kdviz train|distill|compare|sweep|replay|datafree|privileged|transfer|resume|runs``
-(the same engine as the app).
+(the same engine as the app), and ``python -m kdviz lecture``, which starts the app.
 
 Expected errors (a bad value, missing or damaged data, a run that cannot be used, a full
 disk) print one ``error: …`` line and exit 2; a traceback means a bug (or ``--debug``).
@@ -13,7 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import compare, data, datafree, jobs, methods, models, pretrain, privileged, replay, sweep, transfer, views
+from . import (classroom, compare, data, datafree, jobs, methods, models, pretrain, privileged, replay, sweep,
+               transfer, views)
 from .progress import ProgressBar
 from .store import RunError, RunStore
 from .train import NonFiniteLoss, TrainConfig, failure_reason, resolve_device, resume, train, train_all
@@ -238,6 +239,26 @@ def cmd_replay(args, store: RunStore) -> int:
     return 0
 
 
+def cmd_lecture(args) -> int:
+    """Start the app (``streamlit run app.py``) for a lecture. In classroom mode, first print the
+    presenter's URL with its token (fixed by KDVIZ_PRESENTER_TOKEN, else a new random one) and the
+    class's URL, as Jupyter prints its token: Streamlit runs no code of the app until a browser
+    connects, so the app itself could only say it then."""
+    env = dict(os.environ)
+    extra = args.streamlit[1:] if args.streamlit[:1] == ["--"] else args.streamlit
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve().parent.parent / "app.py"),
+               "--server.port", str(args.port), *(["--server.address", args.address] if args.address else []),
+               *extra]
+    if classroom.enabled():
+        env[classroom.ENV_TOKEN] = token = classroom.token()
+        host = classroom.share_host(args.address, None)
+        print(f"\n  kdviz classroom mode (KDVIZ_CLASSROOM=0 turns it off)\n"
+              f"  Presenter URL, keep it private: {classroom.app_url(host, args.port, presenter_token=token)}\n"
+              f"  The class opens:                {classroom.app_url(host, args.port)}\n", flush=True)
+    os.execve(sys.executable, command, env)
+    return 0  # not reached: the process is Streamlit's now
+
+
 # Synthesis options of `datafree`: flag -> (SynthesisConfig field, type, help).
 SYNTHESIS_FLAGS = {
     "--per-class": ("per_class", int, "images synthesised per class"),
@@ -449,6 +470,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None, help="run store folder (default: $KDVIZ_RUNS or ./runs)")
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs", default=None)
+    p = sub.add_parser("lecture", help="start the app; in classroom mode print the presenter's and the class's URLs")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="", help="the address to listen on (default: every interface)")
+    p.add_argument("streamlit", nargs=argparse.REMAINDER, help="further `streamlit run` options, after --")
     p = sub.add_parser("pretrain", help="regenerate the shipped checkpoints in assets/pretrained")
     p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="regenerate only these checkpoints")
     p.add_argument("--mend", action="store_true",
@@ -480,6 +505,8 @@ def _notes(e: BaseException) -> str:
 
 
 def _command(args) -> int:
+    if args.cmd == "lecture":
+        return cmd_lecture(args)
     if args.cmd == "pretrain":
         if args.mend:
             print(f"recorded: {', '.join(pretrain.mend(pretrain.RECIPES)) or 'nothing was missing'}")

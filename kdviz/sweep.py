@@ -135,7 +135,7 @@ def create(store: RunStore, base: train.TrainConfig, grid: dict[str, list], grou
             raise ValueError(f"group: sweep {group} already exists with another grid or settings; "
                              "resume it as it is, or give a new group")
         return plan
-    write_json(path, plan.to_dict())
+    store.save_json(path, plan.to_dict())
     return plan
 
 

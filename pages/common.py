@@ -10,7 +10,9 @@ import os
 import streamlit as st
 import torch
 
-from kdviz import data, jobs, methods, models, train
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+from kdviz import classroom, data, jobs, methods, models, train
 from kdviz.store import RunError, RunStore
 
 # A folder named pages/ beside app.py makes Streamlit start each process in its
@@ -25,15 +27,81 @@ if PagesManager.uses_pages_directory:
     st.rerun()
 
 
+ROLE_KEY = "classroom_role"
+
+
+def role() -> str:
+    """PRESENTER or VIEWER (kdviz.classroom), decided once per browser session. A token in the
+    URL is then removed from the address bar, so a projected screen does not show it."""
+    if get_script_run_ctx() is None:  # the process itself (a test, a script), not a browser
+        return classroom.PRESENTER
+    if ROLE_KEY not in st.session_state:
+        given = st.query_params.get(classroom.TOKEN_PARAM)
+        ip = st.context.ip_address  # None for a browser on this machine; not a string without a browser (AppTest)
+        st.session_state[ROLE_KEY] = classroom.role(given, local=not isinstance(ip, str) or classroom.is_loopback(ip))
+        if given is not None:
+            del st.query_params[classroom.TOKEN_PARAM]
+    return st.session_state[ROLE_KEY]
+
+
+def can_act() -> bool:
+    return role() == classroom.PRESENTER
+
+
+def permit(action: str) -> None:
+    """The one permission check. A viewer's ``store()`` and ``manager()`` call it for anything but
+    reading (start, cancel, delete, resume, a sweep's plan, how many jobs run at once), so every
+    action of every page goes through it, whatever its button. A viewer's action is refused in
+    words and its run (or fragment run) ends here, before anything changed."""
+    if not can_act():
+        st.warning(classroom.refusal(action), icon=":material/lock:")
+        st.stop()
+
+
+def action_button(label: str, action: str, container=st, disabled: bool = False, **kwargs) -> bool:
+    """A button that acts on the shared jobs or runs (``action``: a ``kdviz.classroom.ACTIONS`` key,
+    e.g. "submit"): a viewer sees it disabled, with why. (Streamlit discards a click on a disabled
+    widget, even one sent past the browser; ``permit`` refuses what gets through any other way.)"""
+    viewer = not can_act()
+    clicked = container.button(label, disabled=disabled or viewer, **kwargs)
+    if viewer:
+        container.caption(f":material/lock: {classroom.only_the_lecturer(action)}")
+    return clicked
+
+
 @st.cache_resource
-def store() -> RunStore:
+def _store() -> RunStore:
     return RunStore()
 
 
 @st.cache_resource
+def _manager() -> jobs.JobManager:  # the one of this process, shared by every tab, kept across refreshes
+    return jobs.JobManager(_store())
+
+
+def store() -> RunStore:
+    """The run store as this session may use it: a viewer's is a ``classroom.Guarded`` view
+    whose every call but reading goes through ``permit``."""
+    return _store() if can_act() else classroom.Guarded(_store(), permit)
+
+
 def manager() -> jobs.JobManager:
-    """The one job manager of this process, shared by every browser tab and kept across refreshes."""
-    return jobs.JobManager(store())
+    """The one job manager, likewise guarded for a viewer (start, cancel, max_concurrent)."""
+    return _manager() if can_act() else classroom.Guarded(_manager(), permit)
+
+
+@st.cache_resource(max_entries=256, show_spinner=False, hash_funcs={
+    torch.Tensor: lambda t: (str(t.dtype), tuple(t.shape), t.detach().cpu().numpy().tobytes())})
+def _shared(name: str, args: tuple, kwargs: dict, _fn):
+    return _fn(*args, **kwargs)
+
+
+def shared(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` computed once per process for every session that asks with the same
+    arguments (the 256 most recent kept): a figure or array that depends only on runs and settings,
+    so a class of 30 on one page costs about one session's work. ``fn`` must be pure, and its
+    result is shared: never change it."""
+    return _shared(f"{fn.__code__.co_filename}:{fn.__qualname__}", args, kwargs, fn)  # a page's own function too
 
 
 @st.cache_resource(show_spinner="Loading dataset…")

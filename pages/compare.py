@@ -66,7 +66,7 @@ def start_form() -> None:
         st.warning(note)
     st.caption("Will queue: " + ", ".join(dict.fromkeys(methods.get(c.method).label for c in configs))
                + f" ({len(configs)} runs, one after another).")
-    if st.button(f"Queue {len(configs)} runs", type="primary", key="cmp_start"):
+    if common.action_button(f"Queue {len(configs)} runs", "submit", type="primary", key="cmp_start"):
         for cfg in configs:
             common.manager().submit(cfg, group=cfg.group,
                                     label=f"compare · {methods.get(cfg.method).label} · seed {cfg.seed}")

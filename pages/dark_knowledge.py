@@ -45,8 +45,8 @@ def similarity_view(classes, labels, logits, student_logits):
     st.caption(f"Mean soft targets at T = {T:g} over the test images of each true class ({len(labels):,} in all); "
                "the diagonal (probability of the true class) is moved to the right-hand column and each row is "
                "renormalised over the wrong classes, so it sums to 100 %.")
-    st.plotly_chart(viz.similarity_heatmap(similarity, true_class_prob, classes, f"Teacher {teacher.id}, T = {T:g}"),
-                    key="dark_matrix")
+    st.plotly_chart(common.shared(viz.similarity_heatmap, similarity, true_class_prob, classes,
+                                  f"Teacher {teacher.id}, T = {T:g}"), key="dark_matrix")
     left, right = st.columns([2, 3])
     with left:
         st.markdown("**Most confusable pairs**")
@@ -59,7 +59,8 @@ def similarity_view(classes, labels, logits, student_logits):
                                                                  help="share of b's wrong-class mass on a"),
                          "mean": st.column_config.NumberColumn("mean", format="percent")})
     with right:
-        st.plotly_chart(viz.class_map(analysis.class_map(similarity), classes), key="dark_map")
+        st.plotly_chart(common.shared(viz.class_map, common.shared(analysis.class_map, similarity), classes),
+                        key="dark_map")
         st.caption("Metric MDS (Sammon-weighted SMACOF) on the distance 1.1 − similarity ∕ max similarity: "
                    "classes the teacher often mixes up sit close.")
 
@@ -69,14 +70,14 @@ def similarity_view(classes, labels, logits, student_logits):
                           "teacher in the Training lab (method KD), then come back.")
         return
     student_similarity, _ = analysis.class_similarity(student_logits, labels, T, len(classes))
-    st.plotly_chart(viz.similarity_difference(similarity, student_similarity, classes, student.id),
+    st.plotly_chart(common.shared(viz.similarity_difference, similarity, student_similarity, classes, student.id),
                     key="dark_difference")
     st.caption(f"The same matrix for the student picked at the top, at T = {T:g}. Positive (red): the student "
                "sends more of a class's wrong-class mass there than the teacher does.")
 
     st.subheader("Decoupled KD: the target part and the rest")
     split = analysis.dkd_split(logits, student_logits, labels, T)
-    st.plotly_chart(viz.dkd_bars(split, T), key="dark_dkd")
+    st.plotly_chart(common.shared(viz.dkd_bars, split, T), key="dark_dkd")
     st.caption(f"Zhao et al. (CVPR 2022) split KL(teacher ‖ student) at T into TCKD (the binary target vs "
                f"non-target probabilities) and NCKD (the wrong classes among themselves, renormalised): KD = TCKD + "
                f"(1 − p_t)·NCKD, exactly ({split['kd']:.3g} nats here, per image on average). The teacher's mean "
@@ -96,12 +97,12 @@ x = explain.normalize(ds.test_x[batch], name)
 matrices = {f"teacher {teacher.id}": explain.relation_matrix(common.load_model(teacher.id)[0], x).numpy()}
 if student is not None:
     matrices[f"student {student.id}"] = explain.relation_matrix(common.load_model(student.id)[0], x).numpy()
-st.plotly_chart(viz.relation_matrices(matrices, labels[batch].numpy(), classes), key="dark_relations")
+st.plotly_chart(common.shared(viz.relation_matrices, matrices, labels[batch].numpy(), classes), key="dark_relations")
 st.markdown("**DarkRank** (Chen, Wang & Zhang 2018) transfers only the *order* of each row: for every image, which "
             "others are nearest. The student learns the teacher's ranking of the nearest four with a listwise loss.")
 query = st.slider("Query image (position in the batch above, sorted by class)", 0, len(batch) - 1, 0, key="dark_query")
 ranked = {who: analysis.nearest_neighbours(m, query) for who, m in zip(("teacher", "student"), matrices.values())}
-st.plotly_chart(viz.neighbour_rankings(ds.test_x[batch[query]], {
+st.plotly_chart(common.shared(viz.neighbour_rankings, ds.test_x[batch[query]], {
     who: (ds.test_x[batch[nn]], labels[batch[nn]], m[query][nn]) for (who, nn), m in zip(ranked.items(), matrices.values())},
     classes), key="dark_rankings")
 
@@ -109,5 +110,5 @@ st.subheader("The images that carry the most dark knowledge")
 st.caption("Correctly classified test images with the most probability on wrong classes at T = 1: "
            "the true class in black, the wrong classes in orange (log scale).")
 shown, _ = analysis.dark_knowledge_examples(logits, labels, top=8)
-st.plotly_chart(viz.dark_examples(ds.test_x[shown], analysis.softmax_at(logits[shown], 1.0), labels[shown], classes),
-                key="dark_examples")
+st.plotly_chart(common.shared(viz.dark_examples, ds.test_x[shown], analysis.softmax_at(logits[shown], 1.0),
+                              labels[shown], classes), key="dark_examples")

@@ -43,7 +43,7 @@ with st.expander("Dream up images and distil a student", expanded=False):
         st.caption(f"Weights: BatchNorm statistics {d.bn_weight:g} (first layer ×{d.first_bn_multiplier:g}), "
                    f"total variation {d.tv_weight:g}, l2 {d.l2_weight:g}; jitter ±{d.jitter} px. The student "
                    f"learns from soft targets only (no labels exist), alpha = 1.")
-        if st.button("Start", type="primary", key="df_start"):
+        if common.action_button("Start", "submit", type="primary", key="df_start"):
             group = f"datafree-{uuid.uuid4().hex[:6]}"
             synthesis = datafree.SynthesisConfig(per_class=int(per_class), steps=int(steps))
             cfg = datafree.student_config(teacher=teacher.id, model=student, epochs=int(epochs), T=float(T), group=group)
@@ -94,7 +94,7 @@ def live(run_id: str, polling: bool) -> None:
             st.rerun()
         if view.active:
             job_view.job_progress(view)
-            if st.button("Cancel", key="df_cancel"):
+            if common.action_button("Cancel", "cancel", key="df_cancel"):
                 mgr.cancel(job.id)
         elif view.status == "failed":
             st.error(f"The job failed: {view.reason}")

@@ -56,7 +56,7 @@ with st.expander("Start a new replay", expanded=not choices):
     st.caption(f"Stages run one after another as one background job; the teacher is the slow one. "
                f"Learning rates: teacher {d.teacher_lr}, students {d.student_lr}; soft targets at T = {d.T:g}, "
                f"loss = {1 - d.alpha:.1f}·CE + {d.alpha:.1f}·T²·KL.")
-    if st.button("Start the replay", type="primary", key="hinton_start"):
+    if common.action_button("Start the replay", "submit", type="primary", key="hinton_start"):
         cfg = replay.ReplayConfig(group=replay.new_group_id(), teacher_epochs=int(teacher_epochs),
                                   student_epochs=int(student_epochs), sweep_30=sweep_30,
                                   train_subset=10_000 if quick else None)
@@ -114,13 +114,14 @@ def live_table(polling: bool) -> None:
             st.rerun()  # finished: the full rerun draws the bias sections
         if view.active:
             job_view.job_progress(view)
-            if st.button("Cancel the replay", key="hinton_cancel", help="Stops within one step; finished stages stay."):
+            if common.action_button("Cancel the replay", "cancel", key="hinton_cancel",
+                                    help="Stops within one step; finished stages stay."):
                 mgr.cancel(job.id)
         elif view.status == "failed":
             st.error(f"The replay failed: {view.reason}")
     with st.spinner("Computing test-set logits…"):
         logits = {k: common.test_logits(r.id, "mnist") for k, r in finished_stages(show=True).items()}
-    st.dataframe(replay.table_frame(replay.table(logits, y)), hide_index=True, placeholder="—")
+    st.dataframe(replay.table_frame(common.shared(replay.table, logits, y)), hide_index=True, placeholder="—")
     st.caption("“…”: stage not finished yet. Paper numbers: Hinton et al. 2015, §3, out of 10,000 test digits "
                "(1,010 of them 3s); this run's are out of its own test set.")
 
@@ -138,7 +139,7 @@ def bias_section(exp: replay.BiasExperiment, title: str, intro: str) -> None:
         st.info(f"Appears when the stage “{replay.STAGE_BY_KEY[exp.stage].title}” of this replay is done.")
         return
     logits = common.test_logits(run.id, "mnist")
-    sweep = replay.sweep(logits, y, exp.classes, exp.grid)
+    sweep = common.shared(replay.sweep, logits, y, exp.classes, exp.grid)
     shift = st.slider(f"Shift of the output bias of {exp.digits} (logit units)", *exp.shift_range, value=0.0,
                       step=0.1, key=f"hinton_shift_{exp.stage}",
                       help=f"Added to the bias of {exp.digits}; the paper used {exp.paper_shift:+.1f}.")
@@ -151,11 +152,11 @@ def bias_section(exp: replay.BiasExperiment, title: str, intro: str) -> None:
               delta_color="inverse")
     c3.metric("Best shift found", f"{sweep.best:+.1f}",
               help=f"The shift with the fewest test errors; the paper used {exp.paper_shift:+.1f}.")
-    st.plotly_chart(viz.shift_curve(sweep.shifts, sweep.errors, sweep.class_errors, exp.digits, exp.plural,
-                                    sweep.n_test, sweep.n_class, exp.paper_shift, sweep.best, shift),
+    st.plotly_chart(common.shared(viz.shift_curve, sweep.shifts, sweep.errors, sweep.class_errors, exp.digits,
+                                  exp.plural, sweep.n_test, sweep.n_class, exp.paper_shift, sweep.best, shift),
                     key=f"curve_{exp.stage}")
-    st.plotly_chart(viz.confusion_rows(replay.before_after(logits, y, exp, shift), ds.classes,
-                                       f"What the {exp.plural} were predicted as"), key=f"confusion_{exp.stage}")
+    st.plotly_chart(common.shared(viz.confusion_rows, replay.before_after(logits, y, exp, shift), ds.classes,
+                                  f"What the {exp.plural} were predicted as"), key=f"confusion_{exp.stage}")
 
 
 bias_section(replay.OMIT3, "The omitted 3",

@@ -56,7 +56,8 @@ def _progress(job_id: str, was_active: bool) -> None:
     if not view.active:
         return
     job_progress(view)
-    if st.button("Cancel job", key=f"cancel_{job_id}", help="Stops within one step; the partial run is kept."):
+    if common.action_button("Cancel job", "cancel", key=f"cancel_{job_id}",
+                            help="Stops within one step; the partial run is kept."):
         common.manager().cancel(job_id)
     if not view.history:
         st.caption("Curves appear after the first logged steps (data and models load first).")

@@ -37,7 +37,7 @@ with st.expander("Train both students", expanded=False):
         alpha = c1.number_input("λ (weight of the teacher's soft targets)", 0.0, 1.0, d.alpha, step=0.1, key="pi_alpha")
         T = c2.number_input("Temperature T", 0.5, 50.0, d.T, step=0.5, key="pi_T")
         epochs = c3.number_input("Epochs", 1, 200, d.epochs, key="pi_epochs")
-        if st.button("Start", type="primary", key="pi_start"):
+        if common.action_button("Start", "submit", type="primary", key="pi_start"):
             cfg = privileged.PrivilegedConfig(teacher=teacher.id, view=view, student=student, train_subset=int(subset),
                                               alpha=float(alpha), T=float(T), epochs=int(epochs),
                                               group=privileged.new_group_id())

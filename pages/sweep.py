@@ -91,7 +91,7 @@ def start_form() -> None:
         return
     st.caption(f"{n} points: " + " × ".join(f"{len(v)} {sweep.AXIS_TITLES[a]}" for a, v in given.items() if len(v) > 1)
                + ". Each is an ordinary run in one group: an interrupted sweep resumes where it stopped.")
-    if st.button(f"Start {n} runs", type="primary", key="sweep_start", disabled=executor is None):
+    if common.action_button(f"Start {n} runs", "submit", type="primary", key="sweep_start", disabled=executor is None):
         try:
             plan = sweep.create(store, train.TrainConfig(**base),
                                 {a: v for a, v in given.items() if len(v) > 1})
@@ -135,7 +135,7 @@ def live(polling: bool) -> None:
         for view in [v for v in views if v.status == "running"]:
             job_view.job_progress(view)
         active = [v for v in views if v.active]
-        if active and st.button("Cancel the sweep", key="sweep_cancel",
+        if active and common.action_button("Cancel the sweep", "cancel", key="sweep_cancel",
                                 help="Running points stop, queued ones never start (Ray tasks are cancelled); "
                                      "finished points stay, and the sweep can resume."):
             for view in active:
@@ -145,7 +145,8 @@ def live(polling: bool) -> None:
         c[2].metric("Failed or stopped", n.failed)
     if not now and n.missing and sweep.resumable(store, group):
         executor = where_to_run("sweep_resume")
-        if st.button(f"Resume: train the {n.missing} missing points", key="sweep_resume", disabled=executor is None):
+        if common.action_button(f"Resume: train the {n.missing} missing points", "submit", key="sweep_resume",
+                                disabled=executor is None):
             start(plan, executor)
     for r in sweep.point_runs(plan, runs).values():
         if r.status in ("failed", "damaged"):

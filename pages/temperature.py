@@ -55,7 +55,7 @@ else:
     captions = viz.image_captions(gallery, ds.test_y[gallery], analysis.predictions(logits[gallery]), classes)
     pos = st.radio("Test image (true class → teacher's wrong guess)", range(len(gallery)), horizontal=True,
                    format_func=lambda k: captions[k], key="temperature_image")
-    st.plotly_chart(viz.image_strip(ds.test_x[gallery], captions, pos), key="temperature_gallery")
+    st.plotly_chart(common.shared(viz.image_strip, ds.test_x[gallery], captions, pos), key="temperature_gallery")
     t_logits = logits[gallery[pos]]
     if student is None:
         common.to_the_lab(f"No student run for {data.TITLES[name]} yet, so the teacher is compared with an untrained "
@@ -70,9 +70,9 @@ else:
 log_y = st.toggle("Log-scale probability axes", key="temperature_log")
 small = analysis.SMALL_MULTIPLE_TEMPERATURES
 left, right = st.columns([1, 2])
-left.plotly_chart(viz.logit_bars(t_logits, classes), key="temperature_logits")
-right.plotly_chart(viz.small_multiples(analysis.softmax_over_temperatures(t_logits, small), small, classes, log_y),
-                   key="temperature_multiples")
+left.plotly_chart(common.shared(viz.logit_bars, t_logits, classes), key="temperature_logits")
+right.plotly_chart(common.shared(viz.small_multiples, analysis.softmax_over_temperatures(t_logits, small), small,
+                                 classes, log_y), key="temperature_multiples")
 
 
 @st.fragment
@@ -83,11 +83,11 @@ def temperature_view(classes, t_logits, s_logits, s_name, s_color, log_y):
                          format_func=lambda t: f"{t:g}", key="temperature_T")
     p_teacher = analysis.softmax_at(t_logits, T)
     left, right = st.columns(2)
-    left.plotly_chart(viz.probability_bars([("teacher p", p_teacher, TEACHER)], classes, T, log_y),
+    left.plotly_chart(common.shared(viz.probability_bars, [("teacher p", p_teacher, TEACHER)], classes, T, log_y),
                       key="temperature_bars")
-    right.plotly_chart(viz.probability_bars([("teacher p", p_teacher, TEACHER),
-                                             (f"student q: {s_name}", analysis.softmax_at(s_logits, T), s_color)],
-                                            classes, T, log_y, f"Student beside teacher at T = {T:g}"),
+    right.plotly_chart(common.shared(viz.probability_bars, [("teacher p", p_teacher, TEACHER),
+                                     (f"student q: {s_name}", analysis.softmax_at(s_logits, T), s_color)],
+                                     classes, T, log_y, f"Student beside teacher at T = {T:g}"),
                        key="temperature_student_bars")
     right.metric(f"KL(p ‖ q), teacher ‖ student, at T = {T:g}", f"{analysis.kl_at(t_logits, s_logits, T):.3g} nats",
                  help="the soft term of the KD loss for this image, before it is multiplied by T²")
@@ -97,8 +97,8 @@ def temperature_view(classes, t_logits, s_logits, s_name, s_color, log_y):
                          0.05, format="%.2f", key="temperature_fraction")
     t_ratio = analysis.temperature_for_ratio(t_logits, fraction)
     entropy, max_prob = analysis.temperature_curves(t_logits, analysis.TEMPERATURES)
-    st.plotly_chart(viz.temperature_curves(analysis.TEMPERATURES, entropy, max_prob, len(classes), T, t_ratio,
-                                           f"second-best = {fraction:.0%} of best (T = {t_ratio:.3g})"),
+    st.plotly_chart(common.shared(viz.temperature_curves, analysis.TEMPERATURES, entropy, max_prob, len(classes), T,
+                                  t_ratio, f"second-best = {fraction:.0%} of best (T = {t_ratio:.3g})"),
                     key="temperature_curves")
     st.caption(f"The teacher's second-best class has {fraction:.0%} of its best class's probability at "
                f"T = {t_ratio:.3g}: p₂/p₁ = exp((v₂ − v₁)/T), so T = (v₁ − v₂) / ln(1/fraction).")
@@ -113,8 +113,8 @@ st.markdown("The gradient of the soft term C = KL(p ‖ q) w.r.t. the student's 
             "logits: KD becomes logit matching (§2.1). Both plots are for this image and student.")
 grads = analysis.soft_gradients(s_logits, t_logits, analysis.GRADIENT_TEMPERATURES)
 left, right = st.columns(2)
-left.plotly_chart(viz.t_squared_rule(grads), key="temperature_t2")
-right.plotly_chart(viz.logit_matching_limit(grads), key="temperature_limit")
+left.plotly_chart(common.shared(viz.t_squared_rule, grads), key="temperature_t2")
+right.plotly_chart(common.shared(viz.logit_matching_limit, grads), key="temperature_limit")
 
 
 @st.fragment
@@ -129,8 +129,8 @@ def standardisation_view(classes, t_logits, s_logits, s_name, s_color, log_y):
                            key="temperature_std_T")
     on = right.toggle("Standardise logits", value=True, key="temperature_std")
     p_t, p_s = (analysis.softmax_at(analysis.standardized(z) if on else z, T) for z in (t_logits, s_logits))
-    st.plotly_chart(viz.probability_bars([("teacher", p_t, TEACHER), (s_name, p_s, s_color)], classes, T, log_y,
-                                         f"{'Standardised' if on else 'Raw'} logits, softmax at T = {T:g}"),
+    st.plotly_chart(common.shared(viz.probability_bars, [("teacher", p_t, TEACHER), (s_name, p_s, s_color)], classes,
+                                  T, log_y, f"{'Standardised' if on else 'Raw'} logits, softmax at T = {T:g}"),
                     key="temperature_std_bars")
 
 

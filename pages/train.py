@@ -125,7 +125,7 @@ with left:
         problem = f"teachers: an ensemble needs two or more finished teacher runs on {ds} (train them as Plain)"
     if problem:
         st.error(f"Cannot start: {problem}")
-    if st.button("Start training", type="primary", disabled=bool(problem), key="train_start"):
+    if common.action_button("Start training", "submit", type="primary", disabled=bool(problem), key="train_start"):
         try:
             if new_teacher or twin:
                 label = jobs.describe(student_cfg) + (" + plain twin" if twin else "")
@@ -160,12 +160,12 @@ else:
     deletable = [r.id for r in runs if not r.readonly and r.status != "running"]
     with st.expander("Delete a run"):
         victim = st.selectbox("Run (shipped and running runs cannot be deleted)", deletable, key="delete_pick")
-        if st.button("Delete…", key="delete_ask", disabled=not victim):
+        if common.action_button("Delete…", "delete", key="delete_ask", disabled=not victim):
             st.session_state["delete_confirm"] = victim
         if victim and st.session_state.get("delete_confirm") == victim:
             st.warning(f"Delete **{victim}**, its checkpoint and metrics? This cannot be undone.")
             yes, no = st.columns(2)
-            if yes.button("Yes, delete it", type="primary", key="delete_yes"):
+            if common.action_button("Yes, delete it", "delete", yes, type="primary", key="delete_yes"):
                 common.store().delete(victim)
                 del st.session_state["delete_confirm"]
                 st.rerun()
@@ -175,6 +175,7 @@ else:
     with st.expander("Resume a run"):
         pick = st.selectbox("Interrupted or cancelled run", [r.id for r in runs if train.resumable(r)],
                             key="resume_pick")
-        resume = functools.partial(train.resume_task, run_id=pick)
-        st.button("Resume from its last epoch", key="resume_start", disabled=not pick,
-                  on_click=lambda: st.session_state.update(train_job=mgr.submit_task(resume, f"resume {pick}")))
+        if common.action_button("Resume from its last epoch", "submit", key="resume_start", disabled=not pick):
+            st.session_state["train_job"] = mgr.submit_task(functools.partial(train.resume_task, run_id=pick),
+                                                             f"resume {pick}")
+            st.rerun()

@@ -50,7 +50,7 @@ with st.expander("Run the experiment", expanded=False):
                                 help="The images a data-free run synthesised from its teacher.") if synthetic else None
         if not synthetic:
             st.caption("No data-free run yet: its bar is left out (make one on the Data-free page).")
-        if st.button("Start", type="primary", key="tr_start"):
+        if common.action_button("Start", "submit", type="primary", key="tr_start"):
             cfg = transfer.TransferConfig(teacher=teacher.id, student=student, images=int(images), epochs=int(epochs),
                                           fraction=float(fraction), synthetic=synth.id if synth else "",
                                           group=transfer.new_group_id())

@@ -193,3 +193,63 @@ def test_a_held_arrow_key_on_a_slider_never_breaks_the_page(server, tab, path, s
     texts = annotations(tab, chart)
     assert any(re.search(re.escape(shown(value)) + r"(?![\d.])", text) for text in texts), (value, texts)
     tab.screenshot(path=str(ARTIFACTS / f"held-key-{path}.png"), full_page=True)
+
+
+def test_a_second_browser_without_the_token_is_a_viewer_that_follows(tiny_store, browser, tmp_path):
+    """Classroom mode as a class meets it: the lecturer's browser brings the token, a student's does
+    not (both are on this machine, so loopback presenters are switched off). The student explores,
+    cannot start a job, and follows the lecturer's page and T until they switch following off."""
+    token = "browser-test-token"
+    shutil.copytree(tiny_store.root, tmp_path / "runs")
+    srv = AppServer({"KDVIZ_RUNS": str(tmp_path / "runs"), "KDVIZ_PRESENTER_TOKEN": token,
+                     "KDVIZ_LOOPBACK_PRESENTER": "0", "KDVIZ_CLASSROOM": "1"})
+    contexts = [new_tab(browser), new_tab(browser)]
+    try:
+        lecturer, student = (ctx.new_page() for ctx in contexts)
+        lecturer.goto(f"{srv.url}/?presenter={token}")
+        wait_for_run(lecturer)
+        sidebar = lecturer.get_by_test_id("stSidebar")
+        expect(sidebar).to_contain_text("Presenter")
+        expect(lecturer).not_to_have_url(re.compile("presenter="))  # not shown on the projector
+        sidebar.get_by_text("Share with the class").click()
+        expect(sidebar.get_by_test_id("stImage")).to_have_count(1)  # the QR code
+        expect(sidebar.get_by_test_id("stCode")).to_contain_text(f":{srv.port}/")
+        assert token not in sidebar.inner_text()
+        sidebar.get_by_text("Show it large").scroll_into_view_if_needed()
+        sidebar.screenshot(path=str(ARTIFACTS / "classroom-presenter-share.png"))
+        sidebar.get_by_text("Show it large").click()
+        expect(lecturer.get_by_role("dialog").get_by_test_id("stImage")).to_have_count(1)  # for the projector
+        lecturer.screenshot(path=str(ARTIFACTS / "classroom-presenter-qr-large.png"))
+        lecturer.keyboard.press("Escape")
+
+        student.goto(f"{srv.url}/train")
+        wait_for_run(student)
+        expect(student.get_by_test_id("stSidebar")).to_contain_text("Viewer")
+        expect(student.locator(".st-key-train_start button")).to_be_disabled()
+        expect(student.get_by_text("Only the lecturer can start jobs.").first).to_be_visible()
+        assert_no_errors(student)
+        student.screenshot(path=str(ARTIFACTS / "classroom-viewer-lab.png"), full_page=True)
+
+        student.locator(".st-key-classroom_follow label").click()
+        wait_for_run(student)
+        lecturer.get_by_test_id("stSidebarNav").get_by_role("link", name="Temperature").click()
+        wait_for_run(lecturer)
+        lecturer.locator(".st-key-temperature_T input[type=range]").focus()
+        lecturer.keyboard.press("End")  # T = 100
+        expect(lecturer.get_by_test_id("stMetric").first).to_contain_text("at T = 100", timeout=30000)
+        expect(student.get_by_test_id("stMetric").first).to_contain_text("at T = 100", timeout=15000)
+        expect(student.get_by_role("heading", name="Temperature").first).to_be_visible()
+        assert_no_errors(student)
+        student.screenshot(path=str(ARTIFACTS / "classroom-viewer-following.png"), full_page=True)
+
+        student.locator(".st-key-classroom_follow label").click()  # off: explore on their own
+        wait_for_run(student)
+        lecturer.locator(".st-key-temperature_T input[type=range]").focus()
+        lecturer.keyboard.press("Home")
+        expect(lecturer.get_by_test_id("stMetric").first).not_to_contain_text("at T = 100", timeout=30000)
+        student.wait_for_timeout(3000)  # three of the follower's polls
+        expect(student.get_by_test_id("stMetric").first).to_contain_text("at T = 100")
+    finally:
+        for ctx in contexts:
+            ctx.close()
+        srv.close()
