@@ -108,15 +108,16 @@ def test_a_job_runs_to_done_in_the_sidebar_and_lands_in_the_runs_table(server, t
     start_job(tab, epochs=2, subset=6000)
     tab.screenshot(path=str(ARTIFACTS / "train-job-running.png"), full_page=True)
     lines = job_lines_when_idle(tab, timeout_ms=300000)
-    assert lines[1] == "check_circle mlp800 · KD (soft targets): done", lines  # the newest ended job
+    assert lines[1] == "check_circle mlp800 · KD (soft targets) + plain twin: done", lines  # the newest ended job
     expect(tab.get_by_test_id("stAlertContentSuccess")).to_contain_text("Done in", timeout=30000)
     wait_for_run(tab)
     tab.screenshot(path=str(ARTIFACTS / "train-job-done.png"), full_page=True)
     rows = download_table(tab)
     added = [r for r in rows if r["run"] not in {b["run"] for b in before}]
-    assert len(added) == 1, added
-    assert (added[0]["status"], added[0]["student / model"], added[0]["method"]) == ("done", "mlp800", "kd")
-    assert added[0]["train images"] == "6000" and 0 < float(added[0]["test acc (%)"]) <= 100
+    assert len(added) == 2, added  # the KD student and its plain twin (on by default)
+    assert sorted((r["status"], r["student / model"], r["method"]) for r in added) == [
+        ("done", "mlp800", "kd"), ("done", "mlp800", "plain")]
+    assert all(r["train images"] == "6000" and 0 < float(r["test acc (%)"]) <= 100 for r in added)
 
 
 def test_cancelling_a_job_shows_cancelled_and_keeps_the_partial_run(server, tab):
@@ -125,7 +126,7 @@ def test_cancelling_a_job_shows_cancelled_and_keeps_the_partial_run(server, tab)
     start_job(tab, epochs=50, subset=10000)
     tab.get_by_role("button", name="Cancel job").click()
     lines = job_lines_when_idle(tab, timeout_ms=120000)
-    assert lines[1] == "cancel mlp800 · KD (soft targets): cancelled by the user", lines
+    assert lines[1] == "cancel mlp800 · KD (soft targets) + plain twin: cancelled by the user", lines
     expect(tab.get_by_test_id("stAlertContentWarning")).to_contain_text(
         "Cancelled by the user. A partial run is kept", timeout=30000)
     wait_for_run(tab)
@@ -149,7 +150,7 @@ def test_two_tabs_see_the_same_jobs(server, browser):
         a.get_by_role("button", name="Cancel job").click()
         lines_a, lines_b = (job_lines_when_idle(tab, timeout_ms=120000) for tab in (a, b))
         assert lines_a == lines_b
-        assert lines_a[1] == "cancel mlp800 · KD (soft targets): cancelled by the user", lines_a
+        assert lines_a[1] == "cancel mlp800 · KD (soft targets) + plain twin: cancelled by the user", lines_a
     finally:
         a_ctx.close()
         b_ctx.close()
