@@ -68,8 +68,22 @@ st.markdown("Zagoruyko & Komodakis (2017, §3.2) also define attention by the in
             "J = ∂CE/∂x: the pixels where a small change would change the loss most. **Gradient attention "
             "transfer** (method *at_grad*) trains the student's J towards the teacher's, ½‖J_S − J_T‖², through "
             "double backpropagation. It needs no feature maps, so MLPs have it too.")
+def input_gradients(run_ids: tuple[str, ...], dataset: str, idx: int) -> dict:
+    """Each run's input gradient of its loss on one test image: shared by every session."""
+    d = common.dataset(dataset)
+    x = explain.normalize(d.test_x[idx][None], dataset)
+    return {rid: explain.input_gradient(common.load_model(rid)[0], x, d.test_y[idx:idx + 1]) for rid in run_ids}
+
+
+def attributions(run_ids: tuple[str, ...], dataset: str, idx: int, target: int, base: str, smooth: bool) -> dict:
+    """Each run's Captum attributions for one test image and target: shared by every session."""
+    image = common.dataset(dataset).test_x[idx][None]
+    x, ref = explain.normalize(image, dataset), explain.baseline(image, dataset, base)
+    return {rid: explain.attributions(common.load_model(rid)[0], x, target, ref, smooth) for rid in run_ids}
+
+
 with st.spinner("Differentiating each model's loss w.r.t. the image…"):
-    grads = {rid: explain.input_gradient(net, x, ds.test_y[idx:idx + 1]) for rid, net in nets.items()}
+    grads = common.shared(input_gradients, tuple(nets), name, idx)
 st.plotly_chart(fviz.attention_grid({labels[rid]: {"|∂CE/∂x|, true label": g[0].abs().sum(0) / g.abs().sum(1).max()}
                                      for rid, g in grads.items()}, image if overlay else None,
                                     "Gradient attention: |∂CE/∂x| summed over channels, each map scaled to its maximum"))
@@ -91,7 +105,7 @@ base = c2.radio("Integrated-gradients baseline", list(explain.BASELINES), format
 smooth = c3.toggle("SmoothGrad", key="attention_smoothgrad",
                    help="Saliency averaged over 16 noisy copies (noise std: 15 % of the input's value range)")
 clip = c4.slider("Clip colours at percentile of |attribution|", 90.0, 100.0, 99.0, 0.5, key="attention_clip")
-ref = explain.baseline(image[None], name, base)
 with st.spinner("Computing attributions on snapshots of the models…"):
-    attrs = {labels[rid]: explain.attributions(net, x, target, ref, smooth) for rid, net in nets.items()}
+    attrs = {labels[rid]: a for rid, a in common.shared(attributions, tuple(nets), name, idx, target, base,
+                                                        smooth).items()}
 st.plotly_chart(fviz.attribution_grid(attrs, image if overlay else None, clip))
