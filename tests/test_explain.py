@@ -183,7 +183,10 @@ def test_attribution_grid_centres_and_clips():
     a[0, 0], a[1, :] = 100.0, -1.0  # one outlier
     fig = fviz.attribution_grid({"mlp": {"Grad-CAM": None, "IG": a}}, clip=95)
     trace, = fig.data
-    assert trace.zmid == 0 and trace.zmin == -trace.zmax and trace.zmax == pytest.approx(1.0)
+    axis = fig.layout.coloraxis  # one scale for every panel, centred on 0
+    assert (axis.cmin, axis.cmax) == (-1, 1) and "÷" in axis.colorbar.title.text
+    z = np.asarray(trace.z)  # divided by the 95th percentile of |a| (1.0): the outlier is clipped, not the scale
+    assert z.max() == 1.0 and z.min() == -1.0 and np.asarray(trace.customdata).max() == 100.0
     note = fig.layout.annotations[-1]
     assert "not applicable" in note.text and note.xref == "x domain"  # in the first panel
 
