@@ -109,7 +109,8 @@ def test_a_job_runs_to_done_in_the_sidebar_and_lands_in_the_runs_table(server, t
     tab.screenshot(path=str(ARTIFACTS / "train-job-running.png"), full_page=True)
     lines = job_lines_when_idle(tab, timeout_ms=300000)
     assert lines[1] == "check_circle mlp800 · KD (soft targets) + plain twin: done", lines  # the newest ended job
-    expect(tab.get_by_test_id("stAlertContentSuccess")).to_contain_text("Done in", timeout=30000)
+    expect(tab.get_by_test_id("stMainBlockContainer").get_by_test_id("stAlertContentSuccess")).to_contain_text(
+        "Done in", timeout=30000)
     wait_for_run(tab)
     tab.screenshot(path=str(ARTIFACTS / "train-job-done.png"), full_page=True)
     rows = download_table(tab)
@@ -127,8 +128,8 @@ def test_cancelling_a_job_shows_cancelled_and_keeps_the_partial_run(server, tab)
     tab.get_by_role("button", name="Cancel job").click()
     lines = job_lines_when_idle(tab, timeout_ms=120000)
     assert lines[1] == "cancel mlp800 · KD (soft targets) + plain twin: cancelled by the user", lines
-    expect(tab.get_by_test_id("stAlertContentWarning")).to_contain_text(
-        "Cancelled by the user. A partial run is kept", timeout=30000)
+    expect(tab.get_by_test_id("stMainBlockContainer").get_by_test_id("stAlertContentWarning")).to_contain_text(
+        "Cancelled by the user. A partial run is kept", timeout=30000)  # the page's, not the sidebar's
     wait_for_run(tab)
     tab.screenshot(path=str(ARTIFACTS / "train-job-cancelled.png"), full_page=True)
     assert "cancelled" in [r["status"] for r in download_table(tab)]
