@@ -124,6 +124,9 @@ def test_teacher_free_runs_on_the_compare_page(store, monkeypatch):
     assert generations["generation"].tolist() == [0, 1] and generations["group"].nunique() == 1
     assert generations["group"][0].startswith("bornagain-")
     monkeypatch.setenv("KDVIZ_RUNS", str(store.root))
+    import streamlit as st
+    st.cache_resource.clear()  # the app's store and caches of earlier tests in this process point elsewhere
+    st.cache_data.clear()
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120).run()
     at.switch_page("pages/compare.py").run()
     assert not at.exception
