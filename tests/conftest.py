@@ -62,18 +62,23 @@ def tiny_store(tmp_path_factory):
     return st
 
 
+def copy_tiny_runs(tiny_store, root) -> None:
+    """Copy the tiny store's own runs to ``root``: not the runs other tests trained into the shared
+    store meanwhile (which would change what a page picks by default, or count as a page's run)."""
+    import shutil
+    for run_id in tiny_store.runs.values():
+        shutil.copytree(tiny_store.root / run_id, root / run_id)
+
+
 @pytest.fixture
 def app_store(tiny_store, tmp_path, monkeypatch):
     """The app's run store for a page test: copies of the tiny runs only (not what other tests
     added to the shared tiny store), no shipped runs, fresh Streamlit caches."""
-    import shutil
-
     import streamlit as st
 
     from kdviz.store import RunStore
     root = tmp_path / "runs"
-    for run_id in tiny_store.runs.values():
-        shutil.copytree(tiny_store.root / run_id, root / run_id)
+    copy_tiny_runs(tiny_store, root)
     monkeypatch.setenv("KDVIZ_RUNS", str(root))
     monkeypatch.setattr("kdviz.store.ASSETS", tmp_path / "no_pretrained")
     st.cache_resource.clear()

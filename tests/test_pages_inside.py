@@ -10,7 +10,7 @@ from kdviz import explain, losses
 from kdviz.store import RunStore
 from kdviz.train import TrainConfig, train
 
-from .conftest import ROOT, needs_data
+from .conftest import ROOT, copy_tiny_runs, needs_data
 
 pytestmark = needs_data
 PAGES = ["pages/hints.py", "pages/attention.py", "pages/fsp.py"]
@@ -21,7 +21,7 @@ def inside_store(tiny_store, tmp_path_factory):
     """tiny_store's runs plus a FitNets student (cnn_xs, so the regressor maps 16 to 64 channels)
     and an FSP student (cnn_s) of the CNN teacher, two steps per stage."""
     root = tmp_path_factory.mktemp("inside") / "runs"
-    shutil.copytree(tiny_store.root, root)
+    copy_tiny_runs(tiny_store, root)
     store = RunStore(root, readonly={})
     quick = dict(teacher=tiny_store.runs["cnn_teacher"], train_subset=64, batch_size=32, epochs=1, hint_epochs=1,
                  augment=False, log_every=1)

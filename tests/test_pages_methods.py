@@ -11,7 +11,7 @@ from kdviz import analysis, compare, explain, losses, train
 from kdviz.store import RunStore
 from kdviz.train import TrainConfig
 
-from .conftest import ROOT, needs_data
+from .conftest import ROOT, copy_tiny_runs, needs_data
 from .test_pages_learn import _array
 
 pytestmark = needs_data
@@ -23,7 +23,7 @@ def methods_store(tiny_store, tmp_path_factory):
     """tiny_store's runs plus one comparison group of cnn_xs students of the CNN teacher:
     KD, TAKD (with its assistant), BYOT and mean teacher, a few steps each."""
     root = tmp_path_factory.mktemp("methods") / "runs"
-    shutil.copytree(tiny_store.root, root)
+    copy_tiny_runs(tiny_store, root)
     store = RunStore(root, readonly={})
     base = TrainConfig(model="cnn_xs", teacher=tiny_store.runs["cnn_teacher"], group="compare-issue19", **QUICK)
     store.runs = dict(tiny_store.runs)
