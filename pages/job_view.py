@@ -117,3 +117,28 @@ def job_panel(job_id: str) -> None:
         for page, label, icon in links:
             st.page_link(page, label=label, icon=icon)
     st.fragment(_curves, run_every=CURVES_EVERY_S if view.active else None)(job_id)
+
+
+def start_experiment(check, task, label: str, group: str, pick_key: str) -> None:
+    """Queue an experiment (a task training a group of runs) once ``check()`` accepts its config;
+    show the picker on it. ``check`` raises ValueError naming the field."""
+    try:
+        check()
+    except ValueError as e:
+        st.error(f"Cannot start: {e}")
+        return
+    common.manager().submit_task(task, label, group)
+    st.session_state[pick_key] = group
+    st.rerun()
+
+
+def pick_experiment(groups, prefix: str, key: str, empty: str):
+    """The experiment to show (running ones first, then finished, newest first) and its job, if
+    this server ran it; the page stops with ``empty`` when there is none."""
+    mine = [v for v in common.manager().list() if (v.group or "").startswith(prefix)]
+    choices = list(dict.fromkeys([v.group for v in mine if v.active] + list(groups)))
+    if not choices:
+        st.info(empty)
+        st.stop()
+    group = st.selectbox("Experiment", choices, key=key, help="Newest first; a running one fills in live.")
+    return group, next((v for v in mine if v.group == group), None)

@@ -41,23 +41,14 @@ with st.expander("Train both students", expanded=False):
             cfg = privileged.PrivilegedConfig(teacher=teacher.id, view=view, student=student, train_subset=int(subset),
                                               alpha=float(alpha), T=float(T), epochs=int(epochs),
                                               group=privileged.new_group_id())
-            try:
-                privileged.configs(cfg)
-            except ValueError as e:
-                st.error(f"Cannot start: {e}")
-            else:
-                mgr.submit_task(functools.partial(privileged.run, cfg=cfg), "Privileged: two students", cfg.group)
-                st.session_state["pi_pick"] = cfg.group
-                st.rerun()
+            job_view.start_experiment(functools.partial(privileged.configs, cfg),
+                                      functools.partial(privileged.run, cfg=cfg), "Privileged: two students",
+                                      cfg.group, "pi_pick")
 
 groups = privileged.experiments(common.store().list())
-jobs = [v for v in mgr.list() if (v.group or "").startswith(privileged.GROUP_PREFIX)]
-choices = list(dict.fromkeys([v.group for v in jobs if v.active] + list(groups)))
-if not choices:
-    st.info("No experiment yet: start one above (two small students, a few minutes on a laptop CPU).")
-    st.stop()
-group = st.selectbox("Experiment", choices, key="pi_pick", help="Newest first.")
-job = next((v for v in jobs if v.group == group), None)
+group, job = job_view.pick_experiment(groups, privileged.GROUP_PREFIX, "pi_pick",
+                                      "No experiment yet: start one above (two small students, a few minutes "
+                                      "on a laptop CPU).")
 
 
 @st.fragment(run_every=2.0 if job and job.active else None)

@@ -54,23 +54,14 @@ with st.expander("Run the experiment", expanded=False):
             cfg = transfer.TransferConfig(teacher=teacher.id, student=student, images=int(images), epochs=int(epochs),
                                           fraction=float(fraction), synthetic=synth.id if synth else "",
                                           group=transfer.new_group_id())
-            try:
-                transfer.configs(cfg, transfer.sizes(cfg, common.store()))
-            except ValueError as e:
-                st.error(f"Cannot start: {e}")
-            else:
-                mgr.submit_task(functools.partial(transfer.run, cfg=cfg), "Transfer sets", cfg.group)
-                st.session_state["tr_pick"] = cfg.group
-                st.rerun()
+            job_view.start_experiment(lambda: transfer.configs(cfg, transfer.sizes(cfg, common.store())),
+                                      functools.partial(transfer.run, cfg=cfg), "Transfer sets", cfg.group,
+                                      "tr_pick")
 
 groups = transfer.experiments(common.store().list())
-jobs = [v for v in mgr.list() if (v.group or "").startswith(transfer.GROUP_PREFIX)]
-choices = list(dict.fromkeys([v.group for v in jobs if v.active] + list(groups)))
-if not choices:
-    st.info("No experiment yet: start one above (six small students, about 15 minutes on a laptop CPU).")
-    st.stop()
-group = st.selectbox("Experiment", choices, key="tr_pick", help="Newest first; a running one fills in live.")
-job = next((v for v in jobs if v.group == group), None)
+group, job = job_view.pick_experiment(groups, transfer.GROUP_PREFIX, "tr_pick",
+                                      "No experiment yet: start one above (six small students, about 15 "
+                                      "minutes on a laptop CPU).")
 
 
 @st.fragment(run_every=2.0 if job and job.active else None)

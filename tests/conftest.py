@@ -85,3 +85,20 @@ def app_store(tiny_store, tmp_path, monkeypatch):
     st.cache_data.clear()
     yield RunStore(root, readonly={})
     st.cache_resource.clear()
+
+
+def open_page(path: str):
+    """``path`` through AppTest, as a click in the sidebar opens it; fails on an exception."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def figure(at, title_start: str) -> dict:
+    """The spec of the page's plotly figure whose title starts with ``title_start``."""
+    import json
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return next(s for s in specs if s["layout"].get("title", {}).get("text", "").startswith(title_start))

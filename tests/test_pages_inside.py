@@ -10,7 +10,8 @@ from kdviz import explain, losses
 from kdviz.store import RunStore
 from kdviz.train import TrainConfig, train
 
-from .conftest import ROOT, copy_tiny_runs, needs_data
+from .conftest import copy_tiny_runs, figure, needs_data
+from .conftest import open_page as page
 
 pytestmark = needs_data
 PAGES = ["pages/hints.py", "pages/attention.py", "pages/fsp.py"]
@@ -47,19 +48,6 @@ def runs(inside_store, tmp_path, monkeypatch) -> RunStore:
     store = RunStore(root, readonly={})
     store.runs = inside_store.runs
     return store
-
-
-def page(path: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page(path).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def figure(at: AppTest, title_start: str) -> dict:
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    return next(s for s in specs if s["layout"].get("title", {}).get("text", "").startswith(title_start))
 
 
 def metric(at: AppTest, label_start: str) -> str:

@@ -11,7 +11,8 @@ from kdviz import analysis, compare, explain, losses, train
 from kdviz.store import RunStore
 from kdviz.train import TrainConfig
 
-from .conftest import ROOT, copy_tiny_runs, needs_data
+from .conftest import copy_tiny_runs, figure, needs_data
+from .conftest import open_page as page
 from .test_pages_learn import _array
 
 pytestmark = needs_data
@@ -47,19 +48,6 @@ def runs(methods_store, tmp_path, monkeypatch) -> RunStore:
     from pages import common
     for job in common.manager().list():  # leave no job running into the next test
         common.manager().cancel(job.id)
-
-
-def page(path: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page(path).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def figure(at: AppTest, title_start: str) -> dict:
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    return next(s for s in specs if s["layout"].get("title", {}).get("text", "").startswith(title_start))
 
 
 def chart(at: AppTest, key: str) -> dict:
