@@ -35,7 +35,7 @@ SETS = {
 }
 ORDER = tuple(dict.fromkeys(m for group in SETS.values() for m in group))  # rows and legends in this order
 GROUP_PREFIX = "compare-"
-LATENCY_BATCHES = (1, 256)
+LATENCY_BATCHES = (1, 64)
 ECE_BINS = 15
 
 
@@ -152,11 +152,15 @@ def load_member(store: RunStore, run_id: str, ds: data.Dataset) -> Member:
     return Member(store.get(run_id), train.test_logits(store, run_id, ds))
 
 
-def measure_latency(arch: str, dataset: str, device="cpu", **kw) -> dict[int, float]:
+LATENCY_PASSES = {"warmup": 2, "repeats": 10, "budget_s": 0.5}  # about a second per architecture on a laptop CPU
+
+
+def measure_latency(arch: str, dataset: str, device="cpu") -> dict[int, float]:
     """Seconds per image at each of LATENCY_BATCHES; weights do not change the time, so a
     freshly built model of the architecture stands in for every run that uses it."""
     model = models.build(arch, data.SHAPES[dataset], len(data.CLASSES[dataset])).to(device)
-    return {b: metrics.latency_per_image(model, data.SHAPES[dataset], b, device, **kw) for b in LATENCY_BATCHES}
+    return {b: metrics.latency_per_image(model, data.SHAPES[dataset], b, device, **LATENCY_PASSES)
+            for b in LATENCY_BATCHES}
 
 
 def _params(config: dict) -> int:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from . import data, losses, models
 
@@ -137,6 +135,7 @@ def baseline(x_uint8: torch.Tensor, dataset: str, kind: str, seed: int = 0) -> t
     if kind == "black":
         ref = torch.zeros_like(x_uint8)
     elif kind == "blurred":
+        import torchvision.transforms.functional as TF  # here: importing torchvision takes a second or two
         ref = TF.gaussian_blur(x_uint8.float(), kernel_size=[13, 13], sigma=[3.0, 3.0])
     elif kind == "noise":
         ref = torch.randint(0, 256, x_uint8.shape, generator=torch.Generator().manual_seed(seed))
@@ -157,6 +156,10 @@ def attribute(model, x: torch.Tensor, target: int, method: str, baselines: torch
       SmoothGrad average over ``samples`` noisy copies with noise std ``noise``
       times the input's value range (Smilkov et al. 2017).
     """
+    try:  # here, not at the top: the engine runs without captum (the GPU machine), and importing it takes a second
+        from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
+    except ImportError as e:
+        raise RuntimeError("Attributions need Captum: pip install captum") from e
     net, x = snapshot(model), x.detach().clone().requires_grad_()
     if method == "gradcam":
         if net.kind != "conv":

@@ -6,6 +6,7 @@ can use them alike. Computed in float64: these are small, exact reductions.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -72,9 +73,11 @@ def ece(logits, labels, n_bins: int = 15) -> float:
 
 @torch.no_grad()
 def latency_per_image(model: torch.nn.Module, in_shape, batch_size: int, device="cpu",
-                      warmup: int = 3, repeats: int = 10) -> float:
+                      warmup: int = 3, repeats: int = 10, budget_s: float = math.inf) -> float:
     """Seconds per image of an eval-mode forward pass at ``batch_size`` on ``device``:
-    ``warmup`` untimed passes (allocator, kernel selection), then the median of ``repeats``."""
+    ``warmup`` untimed passes (allocator, kernel selection), then the median of ``repeats``, or of
+    fewer (never under 3) once the timed passes have taken ``budget_s``: a page cannot wait for ten
+    passes of a big model."""
     device = torch.device(device)
     x = torch.randn(batch_size, *in_shape, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -84,7 +87,7 @@ def latency_per_image(model: torch.nn.Module, in_shape, batch_size: int, device=
         model(x)
     sync()
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s):
         t0 = time.perf_counter()
         model(x)
         sync()

@@ -106,6 +106,10 @@ smooth = c3.toggle("SmoothGrad", key="attention_smoothgrad",
                    help="Saliency averaged over 16 noisy copies (noise std: 15 % of the input's value range)")
 clip = c4.slider("Clip colours at percentile of |attribution|", 90.0, 100.0, 99.0, 0.5, key="attention_clip")
 with st.spinner("Computing attributions on snapshots of the models…"):
-    attrs = {labels[rid]: a for rid, a in common.shared(attributions, tuple(nets), name, idx, target, base,
-                                                        smooth).items()}
+    try:
+        attrs = {labels[rid]: a for rid, a in common.shared(attributions, tuple(nets), name, idx, target, base,
+                                                            smooth).items()}
+    except RuntimeError as e:  # Captum missing
+        st.error(str(e))
+        st.stop()
 st.plotly_chart(fviz.attribution_grid(attrs, image if overlay else None, clip))

@@ -22,7 +22,7 @@ group_ids = sorted(compare.groups(all_runs), key=lambda g: not common.has_datase
     next(r.config.get("dataset", "mnist") for r in all_runs if r.config.get("group") == g)))
 
 
-@st.cache_data(show_spinner="Timing forward passes (batch 1 and 256)…")
+@st.cache_data(show_spinner="Timing forward passes (batch 1 and 64)…")
 def latency(arch: str, dataset: str, device: str, asked: int) -> dict[int, float]:
     """Cached until the lecturer asks for a new measurement (``asked`` counts the requests)."""
     return compare.measure_latency(arch, dataset, device)
@@ -155,8 +155,8 @@ st.caption(f"{trained}Test set: {len(ds.test_y):,} images ({ds.source}): one poi
            "same top-1 class as the teacher. KL(teacher‖student) at T = 1, in nats: 0 means identical predictions "
            f"(Stanton et al. 2021). ECE: expected calibration error over {compare.ECE_BINS} confidence bins "
            "(Guo et al. 2017). Train time only when every run was trained on the same machine. Latency per image "
-           f"on this machine ({common.device_label()}): median of 10 forward passes after 3 warm-ups, per "
-           "architecture. Click a column header to sort.")
+           f"on this machine ({common.device_label()}), per architecture: median of up to 10 forward passes (fewer "
+           "once they took half a second, never under 3) after 2 warm-ups. Click a column header to sort.")
 if st.button("Measure latency again", key="cmp_latency", help="After training has ended, for figures not taken "
                                                              "under load."):
     st.session_state["cmp_latency_asked"] = asked + 1

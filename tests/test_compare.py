@@ -70,7 +70,7 @@ def test_evaluate_matches_hand_computed_table():
     teacher = _member("plain", 0, [0, 1, 2, 2], model="cnn_s", params=1000, time_s=10.0, teacher=None)
     students = [_member("plain", 0, [0, 0, 2, 3]), _member("plain", 1, [0, 1, 0, 0], time_s=4.0),
                 _member("kd", 0, [0, 1, 2, 2])]  # KD copies the teacher exactly
-    r = compare.evaluate(teacher, students, labels, ["a", "b", "c", "d"], {"cnn_s": {1: 0.002, 256: 0.0001}})
+    r = compare.evaluate(teacher, students, labels, ["a", "b", "c", "d"], {"cnn_s": {1: 0.002, 64: 0.0001}})
     t = r.table.set_index("method")
     teach, plain, kd = "Teacher (cnn_s)", LABELS["plain"], LABELS["kd"]
     assert list(t.index) == [teach, plain, kd]
@@ -87,7 +87,7 @@ def test_evaluate_matches_hand_computed_table():
     assert kl[teach] == pytest.approx(0, abs=1e-12) and kl[kd] == pytest.approx(0, abs=1e-12) and kl[plain] > 0.5
     assert t.loc[:, "train time (s)"].tolist() == pytest.approx([10.0, 3.0, 2.0])
     assert t.loc[teach, "latency, batch 1 (ms/image)"] == pytest.approx(2.0)
-    assert t.loc[teach, "latency, batch 256 (ms/image)"] == pytest.approx(0.1)
+    assert t.loc[teach, "latency, batch 64 (ms/image)"] == pytest.approx(0.1)
     assert math.isnan(t.loc[plain, "latency, batch 1 (ms/image)"])  # mlp30 was not timed
     # per class: plain seeds get [1, 0, 1, 1] and [1, 1, 0, 0]
     np.testing.assert_allclose(r.per_class.loc["plain"], [100, 50, 50, 50])
@@ -134,7 +134,7 @@ def test_cli_writes_the_table_as_csv_and_markdown(group, tiny_store):
     teacher_acc = 100 * tiny_store.get(tiny_store.runs["cnn_teacher"]).summary["test_acc"]
     assert float(rows[0]["test acc (%)"]) == pytest.approx(teacher_acc, abs=1e-3)
     assert float(rows[0]["agreement with teacher (%)"]) == 100.0
-    assert all(float(r["latency, batch 1 (ms/image)"]) > 0 and float(r["latency, batch 256 (ms/image)"]) > 0
+    assert all(float(r["latency, batch 1 (ms/image)"]) > 0 and float(r["latency, batch 64 (ms/image)"]) > 0
                for r in rows)
     assert all(int(r["params"]) == 6866 for r in rows[1:])  # cnn_xs
     md = (out / f"{gid}.md").read_text(encoding="utf-8")

@@ -88,3 +88,15 @@ def test_latency_skips_warmup_and_divides_by_batch():
     assert model.calls == 6
     assert 0.005 / 4 <= per_image < 0.02 / 4  # the 50 ms warm-up is not in the median
     assert model.training  # mode restored
+
+
+def test_latency_budget_stops_early_but_never_under_three_passes():
+    model = Sleepy()  # 5 ms a pass after the first
+    metrics.latency_per_image(model, (1, 2, 2), batch_size=4, warmup=1, repeats=10, budget_s=0.012)
+    assert model.calls == 1 + 3  # 3 passes take ≥ 15 ms > 12 ms
+    model = Sleepy()
+    metrics.latency_per_image(model, (1, 2, 2), batch_size=4, warmup=1, repeats=10, budget_s=0.0)
+    assert model.calls == 1 + 3
+    model = Sleepy()
+    metrics.latency_per_image(model, (1, 2, 2), batch_size=4, warmup=1, repeats=10, budget_s=1.0)
+    assert model.calls == 1 + 10
