@@ -654,9 +654,11 @@ class DarkRank(RKD):
     paper = "Chen, Wang & Zhang 2018 (AAAI)"
     about = ("For every image of a batch the teacher ranks the others by how close their embeddings are; the "
              "student learns to reproduce each ranking of the nearest images (a listwise loss), not the distances.")
-    settings = {"darkrank_weight": ("Weight of the ranking loss", 0.5)}
+    settings = {"darkrank_weight": ("Weight of the ranking loss", 0.05)}
     # Chen, Wang & Zhang 2018 evaluate person re-identification and image retrieval only.
-    caveat = "made for metric learning: its paper reports re-identification and retrieval, not classification"
+    caveat = ("made for metric learning: its paper reports re-identification and retrieval, not classification; "
+              "on MNIST its ranking term cost accuracy in proportion to its weight (0.3: 0.25 pp), and at the "
+              "default 0.05 it is level with the plain student")
     reported_loss = 0.0  # no classification figure to compare with
 
     def stages(self, cfg):

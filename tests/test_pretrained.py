@@ -1,10 +1,11 @@
 """The shipped checkpoints in assets/pretrained, and the command that makes them."""
+import collections
 import shlex
 
 import pytest
 import torch
 
-from kdviz import cli, data, losses, models, pretrain, sweep
+from kdviz import cli, data, losses, methods, models, pretrain, sweep
 from kdviz.store import ASSETS, RunStore, write_json
 from kdviz.train import TrainConfig, evaluate, predict_logits
 from kdviz.train import test_logits as logits_of, test_metrics as metrics_of  # not collected as tests
@@ -56,8 +57,12 @@ def test_command_reproduces_the_shipped_config(name):
     assert shlex.split(entry["command"])[:3] == ["python", "-m", "kdviz"]
     wanted = cli.recipe_config(RECIPES[name]).to_dict()
     config = TrainConfig.from_dict(shipped.config).to_dict()  # a field newer than the run reads as its default
-    assert {k: config[k] for k, v in wanted.items() if v is not None} == \
-           {k: v for k, v in wanted.items() if v is not None}
+    # A setting of one method alone (DarkRank's weight) cannot shape another method's run: its default
+    # may change after the run without the recipe changing what it trains.
+    owners = collections.Counter(f for m in methods.METHODS.values() for f in m.settings)
+    others = {f for f, n in owners.items() if n == 1} - set(methods.get(wanted["method"]).settings)
+    assert {k: config[k] for k, v in wanted.items() if v is not None and k not in others} == \
+           {k: v for k, v in wanted.items() if v is not None and k not in others}
     assert shipped.status == "done" and shipped.summary["test_acc"] == entry["metrics"]["test_acc"]
     assert entry["torch"] and entry["seed"] == shipped.config["seed"]
     if entry["teacher"]:

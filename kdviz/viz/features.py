@@ -33,13 +33,10 @@ def _note(fig: go.Figure, i: int, text: str) -> None:
 def _image_axes(fig: go.Figure, n: int, square: bool = True) -> None:
     """Y pointing down, no ticks, in each of ``n`` subplots; square pixels for images
     (matrices fill their panel instead)."""
-    for i in range(1, n + 1):
-        suffix = _suffix(i)
-        fig.layout[f"xaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
-                                            constrain="domain")
-        fig.layout[f"yaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False,
-                                            autorange="reversed", constrain="domain",
-                                            scaleanchor=f"x{suffix}" if square else None)
+    bare = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    fig.update_layout({f"{xy}axis{_suffix(i)}": dict(bare, autorange="reversed", scaleanchor=f"x{_suffix(i)}"
+                                                     if square else None) if xy == "y" else bare
+                       for i in range(1, n + 1) for xy in "xy"})
 
 
 def _gray(image) -> go.Heatmap:
