@@ -35,8 +35,9 @@ def normalize(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
 
 @torch.no_grad()
 def features(model: models.TapModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Named stage outputs of ``model`` for normalised images ``x``."""
-    return snapshot(model).features(x)[1]
+    """Named stage outputs of ``model`` for normalised images ``x``. A model in eval mode runs as
+    it is (a forward pass without gradients changes nothing in it); one in train mode on a snapshot."""
+    return (snapshot(model) if model.training else model).features(x)[1]
 
 
 # ---------------------------------------------------------------- FitNets hints (Romero et al. 2015)
@@ -156,11 +157,17 @@ def attribute(model, x: torch.Tensor, target: int, method: str, baselines: torch
       SmoothGrad average over ``samples`` noisy copies with noise std ``noise``
       times the input's value range (Smilkov et al. 2017).
     """
+    return _attribute(snapshot(model), x, target, method, baselines, smoothgrad, steps, samples, noise)
+
+
+def _attribute(net, x: torch.Tensor, target: int, method: str, baselines: torch.Tensor | None = None,
+               smoothgrad: bool = False, steps: int = 32, samples: int = 16, noise: float = 0.15) -> torch.Tensor:
+    """``attribute`` on ``net``, a snapshot: Captum hooks into it and differentiates through it."""
     try:  # here, not at the top: the engine runs without captum (the GPU machine), and importing it takes a second
         from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
     except ImportError as e:
         raise RuntimeError("Attributions need Captum: pip install captum") from e
-    net, x = snapshot(model), x.detach().clone().requires_grad_()
+    x = x.detach().clone().requires_grad_()
     if method == "gradcam":
         if net.kind != "conv":
             raise ValueError(f"Grad-CAM needs convolutional feature maps, and a {net.kind} model has none")
@@ -186,8 +193,9 @@ def attributions(model, x: torch.Tensor, target: int, baselines: torch.Tensor,
                  smoothgrad: bool = False) -> dict[str, torch.Tensor | None]:
     """Every attribution of ``ATTRIBUTIONS`` for one image as an (H, W) map, keyed by
     its display name; Grad-CAM is None for a model without feature maps (an MLP)."""
+    net = snapshot(model)  # one copy for all three: copying a ResNet takes longer than its saliency map
     return {title: None if method == "gradcam" and model.kind != "conv"
-            else attribute(model, x, target, method, baselines, smoothgrad)[0]
+            else _attribute(net, x, target, method, baselines, smoothgrad)[0]
             for method, title in ATTRIBUTIONS.items()}
 
 

@@ -11,7 +11,7 @@ pio.templates.default = "plotly_white"
 # as 10⁻³, never SI prefixes ("1µ" for 10⁻⁶). Set on each figure by ``layout``: Streamlit's chart
 # theme replaces a figure's template in the browser, but not what the figure sets itself.
 TEXT = dict(size=14, color="#222222")
-AXIS = dict(tickfont=TEXT, title_font=TEXT, exponentformat="power")
+AXIS = dict(tickfont=TEXT, title=dict(font=TEXT), exponentformat="power")
 
 # One colour per method, used by every page (plotly's D3/Plotly palette).
 METHOD_COLORS = {
@@ -51,13 +51,28 @@ def method_color(method: str) -> str:
     return METHOD_COLORS.get(method, "#444444")
 
 
+def _merge(into: dict, props: dict) -> dict:
+    for key, value in props.items():
+        into[key] = _merge(dict(into.get(key) or {}), value) if isinstance(value, dict) else value
+    return into
+
+
+def update_axes(fig: go.Figure, props: dict[str, dict]) -> None:
+    """Merge ``props[axis]`` (nested dicts, no magic underscores) into each named axis in one
+    assignment: plotly then validates the layout once, where update_xaxes and friends validate
+    per axis and call (a grid of 9 maps: 40 ms against 8, on every rerun of a page)."""
+    spec = fig.layout.to_plotly_json()
+    for axis, value in props.items():
+        spec[axis] = _merge(dict(spec.get(axis) or {}), value)
+    fig.layout = spec
+
+
 def layout(fig: go.Figure, title: str = "", height: int = 360, **kw) -> go.Figure:
     """Shared look: readable text, compact margins, a title (the white template is the default)."""
-    # One update of named axes and a plain loop over traces: plotly's update_xaxes and selectors
-    # cost a tenth of a second on a grid of maps, on every rerun of a page.
-    axes = {"xaxis", "yaxis", *(k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis")))}
-    fig.update_layout({axis: AXIS for axis in axes}, title=title, height=height, font=TEXT, legend_font=TEXT,
-                      title_font=dict(size=16), margin=dict(l=50, r=20, t=50 if title else 20, b=45), **kw)
+    fig.update_layout(title=title, height=height, font=TEXT, legend_font=TEXT, title_font=dict(size=16),
+                      margin=dict(l=50, r=20, t=50 if title else 20, b=45), **kw)
+    update_axes(fig, {axis: AXIS for axis in ("xaxis", "yaxis", *(k for k in fig.layout.to_plotly_json()
+                                                                   if k.startswith(("xaxis", "yaxis"))))})
     fig.update_coloraxes(colorbar_tickfont=TEXT)
     for trace in fig.data:
         if trace.type == "heatmap":

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import DIVERGING, SEQUENTIAL, layout, method_color
+from . import DIVERGING, SEQUENTIAL, layout, method_color, update_axes
 
 
 def _np(a) -> np.ndarray:
@@ -34,9 +34,9 @@ def _image_axes(fig: go.Figure, n: int, square: bool = True) -> None:
     """Y pointing down, no ticks, in each of ``n`` subplots; square pixels for images
     (matrices fill their panel instead)."""
     bare = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_layout({f"{xy}axis{_suffix(i)}": dict(bare, autorange="reversed", scaleanchor=f"x{_suffix(i)}"
-                                                     if square else None) if xy == "y" else bare
-                       for i in range(1, n + 1) for xy in "xy"})
+    update_axes(fig, {f"{xy}axis{_suffix(i)}": dict(bare, autorange="reversed", **(
+        {"scaleanchor": f"x{_suffix(i)}"} if square else {})) if xy == "y" else bare
+                      for i in range(1, n + 1) for xy in "xy"})
 
 
 def _gray(image) -> go.Heatmap:
