@@ -12,7 +12,7 @@ import torch
 
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from kdviz import classroom, data, jobs, methods, models, train
+from kdviz import catalog, classroom, data, jobs, train
 from kdviz.store import RunError, RunStore
 
 # A folder named pages/ beside app.py makes Streamlit start each process in its
@@ -152,41 +152,7 @@ def test_logits(run_id: str, dataset_name: str):
 def finished_runs(dataset_name: str | None = None, kinds: tuple[str, ...] | None = None,
                   method: str | None = None):
     """Runs with a loadable checkpoint (done, or a shipped pretrained one), newest first."""
-    runs = [r for r in store().list() if r.status in ("done", "cancelled", "interrupted") and not r.error
-            and (r.path / "model.pt").exists()]
-    if dataset_name:
-        runs = [r for r in runs if r.config.get("dataset") == dataset_name]
-    if kinds:
-        runs = [r for r in runs if r.config.get("model") in models.MODELS
-                and models.build(r.config["model"]).kind in kinds]
-    if method:
-        runs = [r for r in runs if r.config.get("method") == method]
-    return runs
-
-
-def accuracy(run) -> float:
-    return run.summary.get("test_acc") or 0.0
-
-
-def run_label(run) -> str:
-    """What a picker shows: test accuracy, architecture, method (and status unless done), then the id."""
-    c = run.config
-    method = methods.METHODS[c["method"]].label if c.get("method") in methods.METHODS else c.get("method", "?")
-    if c.get("method", "plain") == "plain" and not c.get("teacher"):
-        method = "trained on labels"
-    acc = f"{100 * run.summary['test_acc']:.2f} %" if "test_acc" in run.summary else "no accuracy"
-    images, full = run.summary.get("train_images"), data.TRAIN_SIZES.get(c.get("dataset", "mnist"), 0)
-    if images and images < 0.9 * full:  # e.g. the CIFAR-10 sample: say so next to every number it gave
-        acc += f" (trained on {images:,} of {full:,} images)"
-    status = "" if run.status == "done" else f" · {run.status}"
-    return f"{acc} · {c.get('model', '?')} · {method}{status} · {run.id}"  # what matters first: narrow boxes cut the end
-
-
-def is_teacher(run) -> bool:
-    """A finished run trained without a teacher on every class: what can act as a teacher."""
-    c = run.config
-    return (run.status == "done" and not c.get("teacher") and not c.get("omit_classes")
-            and not c.get("keep_classes"))
+    return catalog.loadable(store().list(), dataset_name, kinds, method)
 
 
 def pick_run(label: str, runs, key: str, help: str | None = None, index: int = 0):
@@ -195,7 +161,7 @@ def pick_run(label: str, runs, key: str, help: str | None = None, index: int = 0
         return None
     by_id = {r.id: r for r in runs}
     chosen = st.selectbox(label, list(by_id), index=min(index, len(by_id) - 1), key=key, help=help,
-                          format_func=lambda i: run_label(by_id[i]))
+                          format_func=lambda i: catalog.label(by_id[i]))
     return by_id[chosen]
 
 
@@ -210,22 +176,11 @@ def pick_teacher_and_students(runs, key: str, prefer: tuple[str, ...] = (), max_
     (teacher, [students]), or None with fewer than two runs."""
     if len(runs) < 2:
         return None
-    done_students = {}
-    for r in runs:
-        if r.status == "done" and r.config.get("teacher"):
-            done_students.setdefault(r.config["teacher"], []).append(r)
-    rank = {m: i for i, m in enumerate(prefer)}
-
-    def teacher_rank(r):
-        own = done_students.get(r.id, [])
-        return (not is_teacher(r), not any(s.config.get("method") in rank for s in own), not own, -accuracy(r))
-    teacher = pick_run("Teacher", sorted(runs, key=teacher_rank), key=f"{key}_teacher")
-    others = sorted((r for r in runs if r.id != teacher.id), key=lambda r: (
-        r.config.get("teacher") != teacher.id, r.status != "done",
-        rank.get(r.config.get("method"), len(rank)), -accuracy(r)))
+    teacher = pick_run("Teacher", catalog.teacher_first(runs, prefer), key=f"{key}_teacher")
+    others = catalog.students_first(runs, teacher, prefer)
     if max_students == 1:
         return teacher, [pick_run("Student", others, key=f"{key}_student_{teacher.id}")]
-    labels = {r.id: run_label(r) for r in others}
+    labels = {r.id: catalog.label(r) for r in others}
     chosen = st.multiselect(f"Students (up to {max_students})", list(labels), default=list(labels)[:max_students],
                             max_selections=max_students, format_func=labels.get, key=f"{key}_students_{teacher.id}")
     return teacher, [r for r in others if r.id in chosen]

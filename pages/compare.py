@@ -1,7 +1,7 @@
 """Compare methods: one student per method and seed, one teacher, side by side."""
 import streamlit as st
 
-from kdviz import compare, data, methods, models, train
+from kdviz import catalog, compare, data, methods, models, train
 from kdviz.store import RunError
 from kdviz.viz import compare as viz
 from pages import common
@@ -33,8 +33,7 @@ def start_form() -> None:
     dataset = common.pick_dataset("cmp_dataset")
     if common.dataset(dataset) is None:  # says how to add it
         return
-    teachers = sorted((r for r in common.finished_runs(dataset) if common.is_teacher(r)),
-                      key=lambda r: -common.accuracy(r))
+    teachers = catalog.teachers(common.finished_runs(dataset))
     if not teachers:
         common.to_the_lab(f"There is no finished run on {data.TITLES[dataset]} to act as the teacher. Train one first "
                           "(e.g. cnn_l for MNIST, resnet56 for CIFAR-10) in the Training lab, then come back.")
@@ -113,7 +112,7 @@ for r in in_group[group]:
 finished = {r.id: r for r in common.finished_runs(dataset) if r.config.get("teacher")}
 chosen = st.multiselect("Runs to compare", list(finished),
                         default=[r.id for r in in_group[group] if r.id in finished],
-                        format_func=lambda i: f"{common.run_label(finished[i])} · seed {finished[i].config.get('seed')}",
+                        format_func=lambda i: f"{catalog.label(finished[i])} · seed {finished[i].config.get('seed')}",
                         help="Defaults to the finished runs of the group; add others that used the same teacher.")
 runs = [finished[i] for i in chosen]
 if not runs:

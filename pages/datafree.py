@@ -4,7 +4,7 @@ import uuid
 
 import streamlit as st
 
-from kdviz import datafree, train
+from kdviz import catalog, datafree, train
 from kdviz.store import RunError
 from kdviz.viz import beyond as viz
 from pages import common, job_view
@@ -23,8 +23,7 @@ ds = common.dataset("mnist")
 if ds is None:
     st.stop()
 mgr = common.manager()
-teachers = sorted((r for r in common.finished_runs("mnist", kinds=("conv",)) if common.is_teacher(r)),
-                  key=lambda r: -common.accuracy(r))
+teachers = catalog.teachers(common.finished_runs("mnist", kinds=("conv",)))
 d, s = datafree.SynthesisConfig(), datafree.STUDENT
 
 with st.expander("Dream up images and distil a student", expanded=False):

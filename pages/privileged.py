@@ -3,7 +3,7 @@ import functools
 
 import streamlit as st
 
-from kdviz import models, privileged, views
+from kdviz import catalog, models, privileged, views
 from kdviz.viz import beyond as viz
 from pages import common, job_view
 
@@ -21,7 +21,7 @@ ds = common.dataset("mnist")
 if ds is None:
     st.stop()
 mgr = common.manager()
-teachers = sorted((r for r in common.finished_runs("mnist") if common.is_teacher(r)), key=lambda r: -common.accuracy(r))
+teachers = catalog.teachers(common.finished_runs("mnist"))
 
 with st.expander("Train both students", expanded=False):
     if not teachers:

@@ -3,7 +3,7 @@ import functools
 
 import streamlit as st
 
-from kdviz import data, jobs, methods, models, train
+from kdviz import catalog, data, jobs, methods, models, train
 from kdviz.viz import training as viz
 from pages import common, job_view
 
@@ -51,9 +51,9 @@ with left:
                                 "cnn_* and resnet* are convolutional.")
     teacher_run, new_teacher, teacher_epochs, kw = None, None, 1, {}
     if m.needs_teacher:
-        teachers = [r for r in common.finished_runs(ds) if common.is_teacher(r)]
+        teachers = catalog.teachers(common.finished_runs(ds))
         # The preset's teacher architecture first (quick to run), then the most accurate.
-        teachers.sort(key=lambda r: (r.config.get("model") != p["teacher"], -common.accuracy(r)))
+        teachers.sort(key=lambda r: r.config.get("model") != p["teacher"])  # stable: most accurate first within
         choices = ["an existing run"] if teachers else []
         if method != "ensemble":  # an ensemble is made of existing runs
             choices.append("train a new teacher first")
@@ -64,7 +64,7 @@ with left:
                                           help=f"Finished runs trained without a teacher on {data.TITLES[ds]}: "
                                                f"{p['teacher']} runs first (quick to run), then by accuracy.")
             if method == "ensemble":
-                others = {r.id: common.run_label(r) for r in teachers if r.id != teacher_run.id}
+                others = {r.id: catalog.label(r) for r in teachers if r.id != teacher_run.id}
                 kw["teachers"] = st.multiselect("More teachers in the ensemble", list(others), key=f"teachers_{ds}",
                                                 format_func=others.get)
         elif source:

@@ -3,7 +3,7 @@ import functools
 
 import streamlit as st
 
-from kdviz import transfer
+from kdviz import catalog, transfer
 from kdviz.store import RunError
 from kdviz.viz import beyond as viz
 from pages import common, job_view
@@ -31,7 +31,7 @@ ds = common.dataset("mnist")
 if ds is None:
     st.stop()
 mgr = common.manager()
-teachers = sorted((r for r in common.finished_runs("mnist") if common.is_teacher(r)), key=lambda r: -common.accuracy(r))
+teachers = catalog.teachers(common.finished_runs("mnist"))
 synthetic = [r for r in common.store().list() if r.config.get("method") == "datafree" and r.status == "done"]
 
 with st.expander("Run the experiment", expanded=False):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 ENGINE = ["data", "models", "losses", "methods", "train", "store", "jobs", "cli", "compare", "replay",
           "pretrain", "metrics", "analysis", "sweep", "views", "datafree", "privileged", "transfer",
-          "distillation_map", "classroom", "explain"]
+          "distillation_map", "classroom", "explain", "catalog"]
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
