@@ -65,9 +65,15 @@ def test_first_request_to_a_page_url_still_runs_the_app_shell(tiny_store, browse
         srv.close()
 
 
+def drawn(key: str) -> str:
+    """The selector of a keyed element as the user sees it. While a fragment reruns, Streamlit may
+    keep the element's previous copy mounted beside it, hidden (display: none, data-retained)."""
+    return f".st-key-{key}:not([data-retained='true'])"
+
+
 def chart_values(page, key: str) -> str:
     """The y values of every trace of a keyed plotly chart, as plotly.js holds them after drawing."""
-    return page.locator(f".st-key-{key} .js-plotly-plot").evaluate(
+    return page.locator(f"{drawn(key)} .js-plotly-plot").evaluate(
         "el => JSON.stringify(el._fullData.map(t => Array.from(t.y)))")
 
 
@@ -78,11 +84,12 @@ def test_moving_the_temperature_slider_redraws_the_soft_targets(server, tab):
     assert "T = 1\n" in kl
     tab.locator(".st-key-temperature_T input[type=range]").focus()
     tab.keyboard.press("End")  # the keyboard's way to drag the thumb to the right end, T = 100
-    # the fresh chart; Streamlit may briefly keep the old one beside it, marked data-retained
-    fresh = tab.locator(".st-key-temperature_bars[data-stale='false']:not([data-retained='true'])")
-    expect(fresh).to_contain_text("Soft targets at T = 100", timeout=30000)
+    expect(tab.locator(f"{drawn('temperature_bars')}[data-stale='false']")).to_contain_text(
+        "Soft targets at T = 100", timeout=30000)
     wait_for_run(tab)
-    expect(tab.locator(".st-key-temperature_bars")).to_have_count(1)  # the T = 1 chart is gone, not kept stale
+    expect(tab.locator(drawn("temperature_bars"))).to_have_count(1)  # the T = 1 chart is gone, not kept stale
+    assert tab.locator(".st-key-temperature_bars[data-retained='true']").evaluate_all(
+        "els => els.every(e => getComputedStyle(e).display === 'none')")  # a retained copy is never shown
     expect(tab.get_by_test_id("stMetric").first).to_contain_text("at T = 100")
     after = chart_values(tab, "temperature_bars")
     assert after != before
@@ -169,7 +176,7 @@ def hold_arrow_keys(page, slider_key: str, seconds: float = 3.0, every_ms: int =
 
 
 def annotations(page, key: str) -> list[str]:
-    return page.locator(f".st-key-{key} .js-plotly-plot").evaluate(
+    return page.locator(f"{drawn(key)} .js-plotly-plot").evaluate(
         "el => (el._fullLayout.annotations || []).map(a => a.text).concat([el._fullLayout.title.text || ''])")
 
 
