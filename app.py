@@ -40,7 +40,7 @@ def _job_monitor(seen: tuple) -> None:
 def sidebar() -> None:
     """Device, data sources and live jobs, on every page."""
     with st.sidebar:
-        st.caption(f"**Device:** {common.device_label()}")
+        st.caption(f"**Device:** {jobs.device_label()}")
         with st.expander("Data sources", expanded=False):
             for name in data.DATASETS:
                 st.caption(data.source_of(name))

@@ -219,6 +219,15 @@ def worker_threads() -> int:
     return int(os.environ.get("KDVIZ_TRAIN_THREADS") or max(1, (os.cpu_count() or 2) - 1))
 
 
+def device_label() -> str:
+    """Where jobs train, in words for the sidebar and captions."""
+    dev = train.resolve_device()
+    if dev.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    threads, cores = worker_threads(), os.cpu_count() or 1
+    return f"CPU, training on {threads} of {cores} cores" + (" (one stays free for the app)" if threads < cores else "")
+
+
 def _worker(fn: Callable, conn, stop, root: str, readonly: dict, group: str, threads: int) -> None:
     """The worker process: run the task, sending every event and, last, its outcome and
     whether the task saw the stop flag (a cancel that came too late to stop it is no cancel)."""

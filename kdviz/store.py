@@ -202,6 +202,12 @@ class RunStore:
         self._lock = threading.Lock()  # serialises appends from several job threads
 
     # ---------------------------------------------------------------- paths
+    def checkpoint_version(self, run_id: str) -> float:
+        """The modification time of a run's checkpoint (0 without one): a cache keyed on it
+        recomputes once the run is trained further or resumed."""
+        path = self.path(run_id) / "model.pt"
+        return path.stat().st_mtime if path.exists() else 0.0
+
     def path(self, run_id: str) -> Path:
         """The folder of ``run_id``; RunError for a name that is not a run id or leaves its root."""
         if not isinstance(run_id, str):

@@ -5,7 +5,6 @@ computed in ``kdviz`` and cached here once per process.
 """
 from __future__ import annotations
 
-import os
 
 import streamlit as st
 import torch
@@ -134,8 +133,7 @@ def _load_model(run_id: str, mtime: float):
 
 def load_model(run_id: str):
     """(model, extras) of a run, eval mode on CPU; never the object a job is training."""
-    path = store().path(run_id) / "model.pt"
-    return _load_model(run_id, path.stat().st_mtime if path.exists() else 0.0)
+    return _load_model(run_id, store().checkpoint_version(run_id))
 
 
 @st.cache_data(show_spinner="Computing test-set logits…", max_entries=32)
@@ -145,8 +143,7 @@ def _test_logits(run_id: str, dataset_name: str, mtime: float):
 
 def test_logits(run_id: str, dataset_name: str):
     """Test-set logits of a run (numpy, N x classes), computed once per (run, dataset, checkpoint)."""
-    path = store().path(run_id) / "model.pt"
-    return _test_logits(run_id, dataset_name, path.stat().st_mtime if path.exists() else 0.0)
+    return _test_logits(run_id, dataset_name, store().checkpoint_version(run_id))
 
 
 def finished_runs(dataset_name: str | None = None, kinds: tuple[str, ...] | None = None,
@@ -210,10 +207,3 @@ def to_the_lab(message: str, show=st.info) -> None:
     show(message)
     st.page_link("pages/train.py", label="Open the Training lab", icon=":material/science:")
 
-
-def device_label() -> str:
-    dev = train.resolve_device()
-    if dev.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    threads, cores = jobs.worker_threads(), os.cpu_count() or 1
-    return f"CPU, training on {threads} of {cores} cores" + (" (one stays free for the app)" if threads < cores else "")

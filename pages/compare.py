@@ -1,7 +1,7 @@
 """Compare methods: one student per method and seed, one teacher, side by side."""
 import streamlit as st
 
-from kdviz import catalog, compare, data, methods, models, train
+from kdviz import catalog, compare, data, jobs, methods, models, train
 from kdviz.store import RunError
 from kdviz.viz import compare as viz
 from pages import common
@@ -154,7 +154,7 @@ st.caption(f"{trained}Test set: {len(ds.test_y):,} images ({ds.source}): one poi
            "same top-1 class as the teacher. KL(teacher‖student) at T = 1, in nats: 0 means identical predictions "
            f"(Stanton et al. 2021). ECE: expected calibration error over {compare.ECE_BINS} confidence bins "
            "(Guo et al. 2017). Train time only when every run was trained on the same machine. Latency per image "
-           f"on this machine ({common.device_label()}), per architecture: median of up to 10 forward passes (fewer "
+           f"on this machine ({jobs.device_label()}), per architecture: median of up to 10 forward passes (fewer "
            "once they took half a second, never under 3) after 2 warm-ups. Click a column header to sort.")
 if st.button("Measure latency again", key="cmp_latency", help="After training has ended, for figures not taken "
                                                              "under load."):

@@ -239,3 +239,16 @@ def test_json_never_holds_nan(store):
     with pytest.raises(ValueError):
         store.append_metric(run_id, {"kind": "step", "loss": float("inf")})
     assert not (store.path(run_id) / "summary.json").exists()
+
+
+def test_checkpoint_version_changes_when_the_checkpoint_is_rewritten(tmp_path):
+    import os
+    from kdviz.store import RunStore
+    store = RunStore(tmp_path)
+    (tmp_path / "r1").mkdir()
+    assert store.checkpoint_version("r1") == 0.0  # no checkpoint yet
+    (tmp_path / "r1" / "model.pt").write_bytes(b"x")
+    os.utime(tmp_path / "r1" / "model.pt", (1000.0, 1000.0))
+    assert store.checkpoint_version("r1") == 1000.0
+    os.utime(tmp_path / "r1" / "model.pt", (2000.0, 2000.0))
+    assert store.checkpoint_version("r1") == 2000.0
