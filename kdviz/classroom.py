@@ -38,7 +38,8 @@ PRESENTER, VIEWER = "presenter", "viewer"
 # logits) that are the same whoever computes them. Anything else, including a method
 # added later, is an action and is refused.
 READS: dict[type, frozenset[str]] = {
-    RunStore: frozenset({"path", "get", "list", "metrics", "load_model", "read_array", "write_array", "images"}),
+    RunStore: frozenset({"path", "checkpoint_version", "get", "list", "metrics", "load_model", "read_array",
+                         "write_array", "images"}),
     JobManager: frozenset({"get", "list", "wait"}),
 }
 # The refusal's words per action ("Only the lecturer can ...").
